@@ -1,0 +1,225 @@
+"""Configuration: a YAML file plus GRIDSHIFT_* environment variables (which win).
+
+Nested fields use a double underscore: GRIDSHIFT_API__PORT=9000. Secrets are SecretStr and
+are never logged. `load_settings` validates everything at start and raises ConfigError
+naming each bad field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReplayProviderConfig(_Section):
+    """Serves a recorded trace as if it were live (time-shifted onto the present)."""
+
+    type: Literal["replay"] = "replay"
+    path: str | None = Field(
+        default=None, description="CSV trace; empty: the trace bundled with gridshift"
+    )
+    column: str | None = Field(default=None, description="value column, if the layout has several")
+    forecast_horizon_s: float = Field(default=48 * 3600, gt=0)
+    noise_pct: float = Field(default=0.0, ge=0, le=100)
+
+
+class HttpProviderConfig(_Section):
+    """Common settings of the live HTTP providers."""
+
+    base_url: str | None = None
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    ttl_s: float = Field(default=300.0, ge=0)
+    max_calls_per_min: int = Field(default=30, ge=1)
+    retries: int = Field(default=3, ge=0, le=10)
+
+
+class ElectricityMapsConfig(HttpProviderConfig):
+    type: Literal["electricitymaps"] = "electricitymaps"
+    api_key: SecretStr | None = None
+    emission_factor_type: Literal["direct", "lifecycle"] = "direct"
+
+
+class WattTimeConfig(HttpProviderConfig):
+    type: Literal["watttime"] = "watttime"
+    username: str | None = None
+    password: SecretStr | None = None
+    signal_type: Literal["co2_moer", "co2_aoer", "health_damage"] = "co2_moer"
+
+
+class UkCarbonIntensityConfig(HttpProviderConfig):
+    type: Literal["ukci"] = "ukci"
+
+
+class CarbonAwareSdkConfig(HttpProviderConfig):
+    type: Literal["carbonaware"] = "carbonaware"
+
+
+ProviderConfig = Annotated[
+    ReplayProviderConfig
+    | ElectricityMapsConfig
+    | WattTimeConfig
+    | UkCarbonIntensityConfig
+    | CarbonAwareSdkConfig,
+    Field(discriminator="type"),
+]
+
+
+class SignalSource(_Section):
+    provider: str = Field(description="name of an entry under `providers`")
+    location: str = Field(default="", description="the provider's id for this region")
+
+
+class RegionConfig(_Section):
+    sources: list[SignalSource] = Field(
+        min_length=1, description="tried in order: the fallback chain for this region"
+    )
+    capacity_gpus: int | None = Field(default=None, ge=0)
+
+
+class ApiConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=0, le=65535)
+
+
+class PowerCurvePoint(_Section):
+    intensity_g_per_kwh: float = Field(ge=0)
+    cap_pct: float = Field(gt=0, le=100, description="percent of the default power limit")
+
+
+class NvmlConfig(_Section):
+    enabled: bool = True
+    sample_interval_s: float = Field(default=1.0, gt=0)
+    capping: bool = False
+    dry_run: bool = False
+    min_change_interval_s: float = Field(default=300.0, ge=0)
+    curve: list[PowerCurvePoint] = Field(
+        default_factory=lambda: [
+            PowerCurvePoint(intensity_g_per_kwh=0, cap_pct=100),
+            PowerCurvePoint(intensity_g_per_kwh=300, cap_pct=100),
+            PowerCurvePoint(intensity_g_per_kwh=500, cap_pct=70),
+        ]
+    )
+
+
+class LocalAdapterConfig(_Section):
+    gpus: int = Field(default=0, ge=0, description="GPUs on this box that jobs may be given")
+    kill_grace_s: float = Field(default=10.0, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GRIDSHIFT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    state_dir: Path = Field(default=Path("./var"), description="database, job logs")
+    database_url: str | None = Field(
+        default=None, description="sqlite:///path or postgresql://...; default: state_dir/gridshift.db"
+    )
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    tick_s: float = Field(default=30.0, gt=0, description="planning tick, wall-clock seconds")
+    signal_refresh_s: float = Field(default=300.0, gt=0)
+    reconcile_s: float = Field(default=10.0, gt=0)
+    staleness_s: float = Field(
+        default=3 * 3600.0, gt=0, description="older signals are ignored (fail open)"
+    )
+    default_region: str = "local"
+    default_max_delay_s: float = Field(default=24 * 3600.0, ge=0)
+    start_slack_s: float = Field(
+        default=0.0, ge=0, description="start this much before the latest start, as a margin"
+    )
+    providers: dict[str, ProviderConfig] = Field(
+        default_factory=lambda: {"replay": ReplayProviderConfig()}
+    )
+    regions: dict[str, RegionConfig] = Field(
+        default_factory=lambda: {
+            "local": RegionConfig(sources=[SignalSource(provider="replay", location="")])
+        }
+    )
+    local: LocalAdapterConfig = Field(default_factory=LocalAdapterConfig)
+    nvml: NvmlConfig = Field(default_factory=NvmlConfig)
+    clock_speed: float = Field(default=1.0, gt=0, description="demo/test: simulated s per wall s")
+    clock_origin: datetime | None = Field(default=None, description="with clock_speed != 1")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _references(self) -> Settings:
+        if self.default_region not in self.regions:
+            raise ValueError(
+                f"default_region {self.default_region!r} is not one of the regions "
+                f"configured ({', '.join(sorted(self.regions)) or 'none'})"
+            )
+        for name, region in self.regions.items():
+            for source in region.sources:
+                if source.provider not in self.providers:
+                    raise ValueError(
+                        f"regions.{name}.sources names provider {source.provider!r}, which is "
+                        f"not under providers ({', '.join(sorted(self.providers)) or 'none'})"
+                    )
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'gridshift.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the YAML file, which arrives as init arguments.
+        return env_settings, init_settings
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see the documented settings)"
+        elif err["type"] == "literal_error" and "expected" in err.get("ctx", {}):
+            msg = f"must be one of {err['ctx']['expected']}"
+        lines.append(f"  {field}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read the YAML file (if any), apply GRIDSHIFT_* variables and `overrides`, validate."""
+    data: dict[str, Any] = {}
+    source = "defaults and environment"
+    path = path or os.environ.get("GRIDSHIFT_CONFIG")
+    if path:
+        source = str(path)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                loaded = yaml.safe_load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of settings at the top")
+        data.update(loaded)
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
