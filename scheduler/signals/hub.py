@@ -1,0 +1,214 @@
+"""The signal hub: for each region, a fallback chain of (provider, location), the value in
+use, where it came from and how old it is.
+
+`refresh()` walks each region's chain in order and keeps the first current value that
+arrives, and the first forecast (a provider that has current values but no forecast
+access, such as a free-tier key, is followed by the next one for the forecast). When every
+provider fails, the last known value stays in use until it is older than the staleness
+limit; then the region is not fresh and the planner fails open.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ..clock import Clock
+from ..errors import NoSignal, SignalError
+from ..interfaces import SignalProvider
+from ..metrics import AgentMetrics
+from ..models import Forecast, IntensitySample, RegionSignal
+
+log = logging.getLogger(__name__)
+
+FORECAST_LEADS_H = (1, 6, 24)
+
+
+@dataclass
+class _RegionState:
+    current: IntensitySample | None = None
+    current_provider: str | None = None
+    fetched_at: datetime | None = None
+    forecast: Forecast | None = None
+    error: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class SignalHub:
+    def __init__(
+        self,
+        providers: dict[str, SignalProvider],
+        chains: dict[str, list[tuple[str, str]]],
+        clock: Clock,
+        *,
+        staleness_s: float,
+        forecast_horizon_s: float = 48 * 3600.0,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        for region, chain in chains.items():
+            for provider, _ in chain:
+                if provider not in providers:
+                    raise ValueError(f"region {region}: unknown provider {provider!r}")
+        self.providers = providers
+        self.chains = chains
+        self.clock = clock
+        self.staleness_s = staleness_s
+        self.forecast_horizon_s = forecast_horizon_s
+        self.metrics = metrics
+        self._state = {region: _RegionState() for region in chains}
+        self._lock = threading.Lock()
+
+    @property
+    def regions(self) -> list[str]:
+        return list(self.chains)
+
+    def refresh(self, region: str | None = None) -> None:
+        """Fetch current values and forecasts for one region, or all. Never raises for a
+        provider failure: it is recorded, counted and shown."""
+        for name in [region] if region else list(self.chains):
+            self._refresh_region(name)
+
+    def _call(self, provider_name: str, what: str, fn, *args):  # type: ignore[no-untyped-def]
+        try:
+            result = fn(*args)
+        except SignalError as exc:
+            reason = getattr(exc, "reason", "error") or "error"
+            if self.metrics:
+                self.metrics.signal_fetches.labels(provider=provider_name, outcome="error").inc()
+                self.metrics.signal_errors.labels(provider=provider_name, reason=reason).inc()
+            log.warning("%s %s from %s failed: %s", what, *args[:1], provider_name, exc)
+            return None, f"{provider_name}: {exc}"
+        except Exception as exc:  # a provider bug must not stop the agent
+            if self.metrics:
+                self.metrics.signal_fetches.labels(provider=provider_name, outcome="error").inc()
+                self.metrics.signal_errors.labels(provider=provider_name, reason="bug").inc()
+            log.exception("%s from %s raised unexpectedly", what, provider_name)
+            return None, f"{provider_name}: unexpected {type(exc).__name__}: {exc}"
+        if self.metrics:
+            self.metrics.signal_fetches.labels(provider=provider_name, outcome="ok").inc()
+        return result, None
+
+    def _refresh_region(self, region: str) -> None:
+        now = self.clock.now()
+        current: IntensitySample | None = None
+        current_provider: str | None = None
+        forecast: Forecast | None = None
+        errors: dict[str, str] = {}
+        for provider_name, location in self.chains[region]:
+            provider = self.providers[provider_name]
+            if current is None:
+                current, err = self._call(provider_name, "current", provider.current, location)
+                if current is not None:
+                    current_provider = provider_name
+                elif err:
+                    errors[provider_name] = err
+            if forecast is None and (current is not None or provider_name in errors):
+                end = now + timedelta(seconds=self.forecast_horizon_s)
+                fc, err = self._call(
+                    provider_name, "forecast", provider.forecast, location, now, end
+                )
+                if fc is not None and fc.points:
+                    forecast = fc
+                elif err and provider_name not in errors:
+                    errors[provider_name] = err
+            if current is not None and forecast is not None:
+                break
+        with self._lock:
+            state = self._state[region]
+            previous_provider = state.current_provider
+            state.errors = errors
+            if current is not None:
+                state.current = current
+                state.current_provider = current_provider
+                state.fetched_at = now
+                state.error = None
+            else:
+                state.error = "; ".join(errors.values()) or "no provider answered"
+            if forecast is not None:
+                state.forecast = forecast
+        if (
+            self.metrics
+            and current_provider
+            and previous_provider
+            and current_provider != previous_provider
+        ):
+            self.metrics.signal_switches.labels(region=region).inc()
+            log.warning(
+                "region %s now uses %s (was %s)", region, current_provider, previous_provider
+            )
+        self._export(region)
+
+    def region_signal(self, region: str) -> RegionSignal:
+        if region not in self._state:
+            raise NoSignal(f"region {region!r} is not configured", reason="not_found")
+        now = self.clock.now()
+        with self._lock:
+            state = self._state[region]
+            age_s = (now - state.fetched_at).total_seconds() if state.fetched_at else None
+            fresh = age_s is not None and age_s <= self.staleness_s
+            return RegionSignal(
+                region=region,
+                current=state.current,
+                forecast=state.forecast if fresh else None,
+                provider=state.current_provider,
+                age_s=age_s,
+                fresh=fresh,
+                error=state.error,
+            )
+
+    def snapshot(self) -> dict[str, RegionSignal]:
+        return {region: self.region_signal(region) for region in self.chains}
+
+    def intensity_at(self, region: str, when: datetime) -> float | None:
+        """Best known intensity for an instant: the current interval, a forecast point, or
+        the last known value (None if nothing is known)."""
+        with self._lock:
+            state = self._state.get(region)
+            if state is None or state.current is None:
+                return None
+            cur = state.current
+            if cur.start <= when < cur.end:
+                return cur.intensity_g_per_kwh
+            if state.forecast is not None:
+                for point in state.forecast.points:
+                    if point.start <= when < point.end:
+                        return point.intensity_g_per_kwh
+            return cur.intensity_g_per_kwh
+
+    def _export(self, region: str) -> None:
+        if not self.metrics:
+            return
+        m = self.metrics
+        sig = self.region_signal(region)
+        m.signal_fresh.labels(region=region).set(1 if sig.fresh else 0)
+        if sig.age_s is not None:
+            m.signal_age.labels(region=region).set(sig.age_s)
+        for provider_name, _ in self.chains[region]:
+            m.signal_provider.labels(region=region, provider=provider_name).set(
+                1 if provider_name == sig.provider else 0
+            )
+        if sig.current is not None:
+            m.intensity.labels(
+                region=region, provider=sig.provider or "", kind=sig.current.kind.value
+            ).set(sig.current.intensity_g_per_kwh)
+        if sig.forecast is not None and sig.forecast.points:
+            now = self.clock.now()
+            for lead_h in FORECAST_LEADS_H:
+                at = now + timedelta(hours=lead_h)
+                for point in sig.forecast.points:
+                    if point.start <= at < point.end:
+                        m.forecast_next.labels(region=region, lead=f"{lead_h}h").set(
+                            point.intensity_g_per_kwh
+                        )
+                        break
+            horizon = now + timedelta(hours=24)
+            values = [p.intensity_g_per_kwh for p in sig.forecast.points if p.start < horizon]
+            if values:
+                m.forecast_min.labels(region=region, horizon="24h").set(min(values))
+
+    def export_ages(self) -> None:
+        """Refresh the age gauges between fetches (ages grow even when nothing is fetched)."""
+        for region in self.chains:
+            self._export(region)
