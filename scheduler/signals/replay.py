@@ -20,6 +20,7 @@ import bisect
 import csv
 import gzip
 import io
+import itertools
 import math
 import random
 from collections.abc import Iterator
@@ -159,12 +160,12 @@ def load_trace(path: str | Path, column: str | None = None) -> Trace:
         raise ProviderDataError(f"trace file {path} holds fewer than two values", provider="replay")
     rows.sort()
     starts = [r[0] for r in rows]
-    steps = sorted(b - a for a, b in zip(starts, starts[1:], strict=False) if b > a)
+    steps = sorted(b - a for a, b in itertools.pairwise(starts) if b > a)
     typical_step = steps[len(steps) // 2]
     # An interval ends at the next start, unless the gap is long (missing rows): then it
     # lasts one typical step.
     ends = [min(b, a + typical_step) if b > a else a + typical_step
-            for a, b in zip(starts, starts[1:], strict=False)]  # fmt: skip
+            for a, b in itertools.pairwise(starts)]  # fmt: skip
     ends.append(starts[-1] + typical_step)
     lowered_name = path.name.lower()
     kind = SignalKind.MARGINAL if "moer" in lowered_name else SignalKind.AVERAGE
