@@ -235,6 +235,7 @@ class IntensitySample(BaseModel):
     basis: EmissionBasis = EmissionBasis.DIRECT
     estimated: bool = False
     fetched_at: UtcDatetime | None = None
+    issued_at: UtcDatetime | None = None  # when the provider produced or last updated it
 
 
 class ForecastPoint(BaseModel):
