@@ -22,7 +22,7 @@ from .errors import InvalidTransition
 
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
-        raise ValueError("timestamp must carry a timezone (UTC is expected), e.g. 2024-05-01T12:00Z")
+        raise ValueError("timestamp must carry a timezone, e.g. 2024-05-01T12:00Z")
     return value.astimezone(UTC)
 
 
@@ -175,7 +175,8 @@ class Job(BaseModel):
     planned_start: UtcDatetime | None = None
     started_at: UtcDatetime | None = None
     ended_at: UtcDatetime | None = None
-    run_s: float = 0.0  # time spent running so far (excludes suspensions)
+    running_since: UtcDatetime | None = None  # start of the current running stretch
+    run_s: float = 0.0  # time run in completed stretches (excludes suspensions)
     exit_code: int | None = None
     engine_ref: str | None = None
     gpus_assigned: list[int] = Field(default_factory=list)
