@@ -118,6 +118,57 @@ class LocalAdapterConfig(_Section):
     kill_grace_s: float = Field(default=10.0, ge=0)
 
 
+class SlurmRegionConfig(_Section):
+    """Where jobs of one region go in Slurm."""
+
+    partition: str = Field(min_length=1, description="the partition jobs of this region run in")
+    capacity_gpus: int | None = Field(
+        default=None, ge=0, description="GPUs of this region; empty: counted from sinfo"
+    )
+
+
+class SlurmAdapterConfig(_Section):
+    """The Slurm adapter (deploy the agent on the controller node, or any submit host)."""
+
+    regions: dict[str, SlurmRegionConfig] = Field(
+        min_length=1, description="region name -> partition; region names as under `regions`"
+    )
+    default_region: str | None = Field(
+        default=None, description="region for jobs that name none; empty: the first one"
+    )
+    slurm_conf: str | None = Field(default=None, description="SLURM_CONF for every command")
+    bin_dir: str | None = Field(default=None, description="where sbatch, squeue... live; empty: PATH")
+    timeout_s: float = Field(default=30.0, gt=0, le=600, description="per Slurm command")
+    start_mode: Literal["hold", "begin"] = Field(
+        default="hold",
+        description="hold: submit held, release at the planned start; begin: submit with a "
+        "begin time at the latest start, moved to the planned start (Slurm starts it even "
+        "if the agent is down)",
+    )
+    output: Literal["auto", "json", "text"] = Field(
+        default="auto", description="squeue --json where supported, else the -o text format"
+    )
+    opt_in_marker: str = Field(
+        default="gridshift:", min_length=1, description="comment prefix by which jobs opt in"
+    )
+    opt_in_partitions: list[str] = Field(
+        default_factory=list, description="every job submitted to these partitions opts in"
+    )
+    claim_on_adopt: bool = Field(
+        default=True, description="hold an opted-in native job as soon as it is seen"
+    )
+    default_duration_s: float = Field(
+        default=3600.0, gt=0, description="expected duration of a native job with no time limit"
+    )
+    time_limit_factor: float | None = Field(
+        default=2.0, gt=1, description="time limit = expected duration x this; empty: none"
+    )
+    interrupt: Literal["suspend", "requeue"] = Field(
+        default="suspend",
+        description="how interruptible jobs are paused: scontrol suspend, or requeue held",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GRIDSHIFT_", env_nested_delimiter="__", extra="forbid"
@@ -148,6 +199,7 @@ class Settings(BaseSettings):
         }
     )
     local: LocalAdapterConfig = Field(default_factory=LocalAdapterConfig)
+    slurm: SlurmAdapterConfig | None = None
     nvml: NvmlConfig = Field(default_factory=NvmlConfig)
     clock_speed: float = Field(default=1.0, gt=0, description="demo/test: simulated s per wall s")
     clock_origin: datetime | None = Field(default=None, description="with clock_speed != 1")
