@@ -64,6 +64,11 @@ class UkCarbonIntensityConfig(HttpProviderConfig):
 
 class CarbonAwareSdkConfig(HttpProviderConfig):
     type: Literal["carbonaware"] = "carbonaware"
+    signal_kind: Literal["average", "marginal"] = Field(
+        default="marginal",
+        description="what the SDK's data source serves: WattTime is marginal, "
+        "Electricity Maps average",
+    )
 
 
 ProviderConfig = Annotated[
