@@ -291,7 +291,8 @@ class PowerSample(BaseModel):
     index: int
     uuid: str
     at: UtcDatetime
-    power_w: float
+    power_w: float  # instant power where the driver reports it, else NVML's power reading
+    power_avg_w: float | None = None  # the driver's 1 s average, where reported separately
     energy_j: float | None = None  # the device's cumulative counter; None if unsupported
     power_limit_w: float | None = None
     default_limit_w: float | None = None
