@@ -14,6 +14,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from ..clock import Clock
 from ..errors import NoSignal, SignalError
@@ -70,7 +71,7 @@ class SignalHub:
         for name in [region] if region else list(self.chains):
             self._refresh_region(name)
 
-    def _call(self, provider_name: str, what: str, fn, *args):  # type: ignore[no-untyped-def]
+    def _call(self, provider_name: str, what: str, fn: Any, *args: Any) -> tuple[Any, str | None]:
         try:
             result = fn(*args)
         except SignalError as exc:
