@@ -7,10 +7,24 @@ high-frequency series (job ids appear only in the bounded per-job families, if a
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from . import __version__
 from .models import JobState
+
+# Label values known before anything happens. Their series are created at 0 up front, so a
+# dashboard shows 0 rather than "no data" and increase() in an alert counts the first event.
+ADAPTER_OPERATIONS = ("start", "hold", "suspend", "resume", "relocate", "list", "reconcile")
+FETCH_OUTCOMES = ("ok", "error")
+SAVING_BASES = ("estimate", "measured")
 
 
 class AgentMetrics:
@@ -20,6 +34,10 @@ class AgentMetrics:
 
         self.build_info = Info("gridshift_build", "gridshift version", registry=r)
         self.build_info.info({"version": __version__})
+        # The agent's own health: process_* (CPU seconds, resident memory, open fds, start
+        # time) and python_info, read from /proc at scrape time.
+        self.process = ProcessCollector(registry=r)
+        self.platform = PlatformCollector(registry=r)
 
         # Grid signals
         self.intensity = Gauge(
@@ -114,6 +132,14 @@ class AgentMetrics:
             ["basis"],
             registry=r,
         )
+        for basis in SAVING_BASES:
+            self.carbon_saved.labels(basis=basis)
+        self.job_placements = Counter(
+            "gridshift_job_placements_total",
+            "Jobs started, by the region (cluster) they were placed in",
+            ["region"],
+            registry=r,
+        )
 
         # The agent itself
         self.tick_duration = Histogram(
@@ -145,3 +171,19 @@ class AgentMetrics:
             ["task"],
             registry=r,
         )
+
+    # Declaring the label values a running agent will use (series at 0 from the start).
+
+    def declare_adapter(self, adapter: str) -> None:
+        for operation in ADAPTER_OPERATIONS:
+            self.adapter_errors.labels(adapter=adapter, operation=operation)
+
+    def declare_provider(self, provider: str) -> None:
+        for outcome in FETCH_OUTCOMES:
+            self.signal_fetches.labels(provider=provider, outcome=outcome)
+
+    def declare_task(self, task: str) -> None:
+        self.tick_errors.labels(task=task)
+
+    def declare_region(self, region: str) -> None:
+        self.job_placements.labels(region=region)
