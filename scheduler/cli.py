@@ -58,6 +58,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     log = logging.getLogger("gridshift")
     agent = Agent.build(settings)
     log.info(
