@@ -1,0 +1,173 @@
+"""The agent in-process, on a fake clock, with the bundled replay trace and real local
+processes."""
+
+from datetime import timedelta
+
+import pytest
+
+from gridshift.scheduler.errors import ValidationError
+from gridshift.scheduler.models import Job, JobSpec, JobState, new_job_id
+from gridshift.scheduler.policy.window import StepSeries
+from gridshift.scheduler.signals.replay import ReplayProvider
+
+from .agent_helpers import START, make_agent, wait_until
+
+
+def spec(**kw):
+    base = {"command": ["true"], "expected_duration_s": 3600}
+    base.update(kw)
+    return JobSpec(**base)
+
+
+def test_submit_rejects_bad_input_and_changes_nothing(tmp_path):
+    agent = make_agent(tmp_path)
+    agent.startup()
+    with pytest.raises(ValidationError, match="past"):
+        agent.submit(spec(deadline=START - timedelta(hours=1)))
+    with pytest.raises(ValidationError, match="only"):
+        agent.submit(spec(expected_duration_s=7200), deadline_in_s=3600)
+    with pytest.raises(ValidationError, match="engine"):
+        agent.submit(spec(engine="nope"))
+    with pytest.raises(ValidationError, match="region"):
+        agent.submit(spec(allowed_regions=["mars"]))
+    assert agent.store.list_jobs() == []
+
+
+def test_job_waits_for_the_cleanest_window_then_runs_and_finishes(tmp_path):
+    agent = make_agent(tmp_path)
+    agent.startup()
+    out = tmp_path / "out.txt"
+    job = agent.submit(
+        spec(command=[f"echo ran > {out}"], shell=True, expected_duration_s=2 * 3600),
+        deadline_in_s=24 * 3600,
+    )
+    provider = agent.hub.providers["replay"]
+    assert isinstance(provider, ReplayProvider)
+    series = StepSeries(provider.forecast("", START, START + timedelta(hours=26)))
+
+    def mean_at(t):
+        return series.mean(t.timestamp(), t.timestamp() + 2 * 3600)
+
+    if job.state == JobState.HELD:
+        assert job.planned_start is not None and job.planned_start <= job.latest_start
+        assert mean_at(job.planned_start) < mean_at(START)
+        assert job.expected_saving_g and job.expected_saving_g > 0
+    # step through the day as the agent would
+    while agent.store.get_job(job.id).state == JobState.HELD:
+        agent.clock.advance(timedelta(minutes=10))
+        agent.refresh_signals()
+        agent.tick()
+    started = agent.store.get_job(job.id)
+    assert started.state == JobState.RUNNING
+    assert started.started_at <= started.latest_start
+    # in a window no dirtier than running at once
+    assert mean_at(started.started_at) <= mean_at(START)
+    wait_until(lambda: out.exists())
+    agent.clock.advance(60)
+
+    def finished():
+        agent.reconcile()
+        return agent.store.get_job(job.id).state == JobState.SUCCEEDED
+
+    wait_until(finished)
+    done = agent.store.get_job(job.id)
+    assert done.exit_code == 0 and done.emissions_g > 0
+    text = agent.explain(job.id)["summary"]
+    assert "succeeded" in text
+
+
+def test_a_start_recorded_before_a_crash_is_carried_out_once(tmp_path):
+    agent = make_agent(tmp_path)
+    agent.startup()
+    marker = tmp_path / "count"
+    job = agent.submit(
+        spec(command=[f"echo x >> {marker}"], shell=True, expected_duration_s=60),
+        deadline_in_s=120,  # latest start is now
+    )
+    assert agent.store.get_job(job.id).state == JobState.RUNNING
+    # simulate a crash between the durable state change and the process start
+    wait_until(lambda: marker.exists())
+    agent.store.close()
+
+    restarted = make_agent(tmp_path, clock=agent.clock)
+    restarted.startup()
+    restarted.reconcile()
+    wait_until(
+        lambda: (
+            (restarted.reconcile(), restarted.store.get_job(job.id))[1].state == JobState.SUCCEEDED
+        )
+    )
+    assert marker.read_text() == "x\n"
+
+
+def test_recorded_running_but_never_started_is_started_by_reconcile(tmp_path):
+    agent = make_agent(tmp_path)
+    agent.startup()
+    marker = tmp_path / "ran"
+    now = agent.clock.now()
+    s = spec(command=[f"touch {marker}"], shell=True, expected_duration_s=60)
+    # the store holds the intent (running), as if the agent died before calling the engine
+    job = Job(
+        id=new_job_id(),
+        spec=s,
+        state=JobState.RUNNING,
+        submitted_at=now,
+        deadline=now + timedelta(hours=1),
+        updated_at=now,
+        engine_ref="x",
+        started_at=now,
+        running_since=now,
+    )
+    agent.store.add_job(job, "test")
+    assert not (tmp_path / "runs" / job.id).exists()
+    agent.reconcile()
+    wait_until(lambda: marker.exists())
+    agent.reconcile()
+    wait_until(
+        lambda: (agent.reconcile(), agent.store.get_job(job.id))[1].state == JobState.SUCCEEDED
+    )
+
+
+def test_held_jobs_stay_held_across_restarts(tmp_path):
+    agent = make_agent(tmp_path)
+    agent.startup()
+    held = []
+    for hours in (12, 18, 24):
+        job = agent.submit(spec(expected_duration_s=3600), deadline_in_s=hours * 3600)
+        if job.state == JobState.HELD:
+            held.append(job)
+    assert held, "the trace should make at least one job wait on this day"
+    agent.store.close()
+    restarted = make_agent(tmp_path, clock=agent.clock)
+    restarted.startup()
+    for job in held:
+        again = restarted.store.get_job(job.id)
+        assert again.state == JobState.HELD
+        assert again.planned_start == job.planned_start
+
+
+def test_fails_open_when_every_signal_is_stale(tmp_path):
+    agent = make_agent(tmp_path, staleness_s=3600)
+    agent.startup()
+    job = agent.submit(spec(expected_duration_s=3600), deadline_in_s=20 * 3600)
+    # the signal is never refreshed again: after an hour it is stale
+    agent.clock.advance(timedelta(hours=1, seconds=1))
+    agent.tick()
+    now_state = agent.store.get_job(job.id)
+    assert now_state.state == JobState.RUNNING
+    assert "fail open" in now_state.reason
+    assert (
+        agent.metrics.registry.get_sample_value("gridshift_signal_fresh", {"region": "local"}) == 0
+    )
+
+
+def test_cancel(tmp_path):
+    agent = make_agent(tmp_path)
+    agent.startup()
+    job = agent.submit(spec(command=["sleep 30"], shell=True), deadline_in_s=3600 + 60)
+    cancelled = agent.cancel(job.id)
+    assert cancelled.state == JobState.CANCELLED
+    with pytest.raises(ValidationError, match="already ended"):
+        agent.cancel(job.id)
+    agent.reconcile()
+    assert agent.store.get_job(job.id).state == JobState.CANCELLED
