@@ -107,6 +107,13 @@ class Agent:
         self._lock = threading.RLock()
         self._accounted_at: dict[str, datetime] = {}
         self._scheduler: Any = None
+        # Series at 0 for the label values known now (dashboards and increase() need them).
+        for name in adapters:
+            metrics.declare_adapter(name)
+        for region, chain in hub.chains.items():
+            metrics.declare_region(region)
+            for provider_name, _ in chain:
+                metrics.declare_provider(provider_name)
 
     @classmethod
     def build(
@@ -289,6 +296,9 @@ class Agent:
                 )
                 self._accounted_at[job.id] = d.at
                 self.metrics.job_wait.observe((d.at - job.submitted_at).total_seconds())
+                self.metrics.job_placements.labels(
+                    region=job.region or self.settings.default_region
+                ).inc()
                 adapter.release(job)
             elif d.action == Action.HOLD and job.state in (JobState.PENDING, JobState.HELD):
                 if (
@@ -585,6 +595,7 @@ class Agent:
         if self.power_source is not None:
             tasks.append(("sample_power", self.sample_power, s.nvml.sample_interval_s))
         for name, fn, every_s in tasks:
+            self.metrics.declare_task(name)
             scheduler.add_job(self._guarded(name, fn), "interval", seconds=every_s, id=name)
         scheduler.start()
         self._scheduler = scheduler
