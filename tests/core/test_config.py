@@ -1,0 +1,56 @@
+import pytest
+
+from gridshift.scheduler.config import load_settings
+from gridshift.scheduler.errors import ConfigError
+
+
+def test_defaults_need_no_file_and_no_network():
+    s = load_settings(None)
+    assert s.db_url.endswith("gridshift.db")
+    assert s.regions["local"].sources[0].provider == "replay"
+
+
+def test_yaml_and_environment(tmp_path, monkeypatch):
+    path = tmp_path / "g.yaml"
+    path.write_text("tick_s: 5\napi:\n  port: 9001\n")
+    monkeypatch.setenv("GRIDSHIFT_API__PORT", "9002")
+    s = load_settings(path)
+    assert s.tick_s == 5
+    assert s.api.port == 9002  # the environment wins
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tick_s: -1\n", "tick_s: Input should be greater than 0"),
+        ("tickk_s: 1\n", "tickk_s: unknown field"),
+        ("providers:\n  x:\n    type: bogus\n", "providers.x"),
+        ("default_region: mars\n", "default_region 'mars' is not one of the regions"),
+        (
+            "regions:\n  local:\n    sources:\n      - provider: nope\n",
+            "names provider 'nope'",
+        ),
+        ("- a list\n", "mapping"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert message in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "none.yaml")
+
+
+def test_secrets_are_not_printed():
+    s = load_settings(
+        None,
+        providers={"em": {"type": "electricitymaps", "api_key": "s3cret"}},
+        regions={"local": {"sources": [{"provider": "em", "location": "DE"}]}},
+    )
+    assert "s3cret" not in repr(s) and "s3cret" not in str(s.model_dump())
