@@ -88,7 +88,16 @@ class CarbonAwareSdkProvider(HttpProvider):
         self.kind = SignalKind(config.signal_kind)
 
     def _get(self, path: str, params: dict[str, Any]) -> Any:
-        response = self.http.request("GET", path, params=params)
+        try:
+            response = self.http.request("GET", path, params=params)
+        except ProviderDataError as exc:
+            if self.http.last_status == 400 and "location" in self.http.last_error_body.lower():
+                raise ProviderDataError(
+                    f"{exc}; check the location (the SDK lists its own under /locations)",
+                    provider=self.name,
+                    reason="not_found",
+                ) from None
+            raise
         if response.status_code == 204 or not response.content.strip():
             return []
         return parse_json(self.name, response, path)

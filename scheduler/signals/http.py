@@ -106,6 +106,8 @@ def body_excerpt(response: requests.Response) -> str:
             text = str(data["title"])
             if data.get("detail"):
                 text += ": " + str(data["detail"])
+            if isinstance(data.get("errors"), dict):
+                text += " " + "; ".join(f"{k}: {v}" for k, v in data["errors"].items())
     text = " ".join(text.split())
     if len(text) > MAX_BODY_IN_MESSAGE:
         text = text[:MAX_BODY_IN_MESSAGE] + "..."

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from gridshift.scheduler.clock import Clock
@@ -111,7 +111,7 @@ class Replica:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Replica:
+    def start(self) -> Self:
         replica = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -142,7 +142,7 @@ class Replica:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> Replica:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -279,9 +279,7 @@ class ElectricityMapsReplica(Replica):
         if status == 401:
             return _json(401, {"error": "Unauthorized. Please provide a valid auth-token."})
         if status == 403:
-            return _json(
-                403, {"error": "Request unauthorized for zoneKey=DE,requestType=latest."}
-            )
+            return _json(403, {"error": "Request unauthorized for zoneKey=DE,requestType=latest."})
         return super().error_answer(status, path)
 
     def _point(self, zone: str, when: datetime, basis: str, full: bool = True) -> dict[str, Any]:
@@ -339,7 +337,11 @@ class ElectricityMapsReplica(Replica):
                 del points[3]["carbonIntensity"]
             return _json(
                 200,
-                {"zone": zone, "forecast": points, "updatedAt": em_time(now - timedelta(minutes=20))},
+                {
+                    "zone": zone,
+                    "forecast": points,
+                    "updatedAt": em_time(now - timedelta(minutes=20)),
+                },
             )
         if route == "carbon-intensity/history":
             history = [
@@ -768,15 +770,19 @@ class CarbonAwareSdkReplica(Replica):
             t = max(first, floor_to(start, step))
             while t < horizon:
                 points.append(
-                    {"location": source, "timestamp": sdk_time(t), "duration": 5,
-                     "value": self.value_at(t)}
+                    {
+                        "location": source,
+                        "timestamp": sdk_time(t),
+                        "duration": 5,
+                        "value": self.value_at(t),
+                    }
                 )
                 t += step
             if fault == "empty":
                 points = []
             if fault == "partial" and points:
                 del points[0]["value"]
-            best = min(points, key=lambda p: p["value"]) if points else None
+            best = min(points, key=lambda p: p.get("value", math.inf)) if points else None
             return _json(
                 200,
                 [
