@@ -209,7 +209,7 @@ class NvmlPowerCapper:
             for uuid, entry in list(record.items()):
                 dev = by_uuid.get(uuid)
                 if dev is None:
-                    log.warning("GPU %s is not present; its power limit is kept on record", uuid)
+                    failed.append(f"GPU {uuid}: not present (lost or removed)")
                     continue
                 restore_w = float(entry["restore_w"])
                 try:

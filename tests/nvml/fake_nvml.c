@@ -29,7 +29,8 @@
  * The energy counter is the exact integral of instant power (closed form).
  *
  * Every entry point holds one mutex, so the library is thread-safe.
- * fakeNvmlCallCount(name) reports how often an entry point was called (for tests).
+ * fakeNvmlCallCount(name) reports how often an entry point was called and fakeNvmlReset()
+ * forgets every nvmlInit (test hooks, not part of NVML).
  *
  * Build: gcc -shared -fPIC -O2 -Wall -Wl,-soname,libnvidia-ml.so.1 \
  *            -o libnvidia-ml.so.1 fake_nvml.c -lpthread -lm
@@ -181,6 +182,14 @@ EXPORT unsigned long long fakeNvmlCallCount(const char *name) {
         if (strcmp(g_counter_name[i], name) == 0) n = g_counter[i];
     pthread_mutex_unlock(&g_lock);
     return n;
+}
+
+/* Test hook: forget every nvmlInit (as a fresh process would). */
+EXPORT void fakeNvmlReset(void) {
+    pthread_mutex_lock(&g_lock);
+    g_init_refs = 0;
+    g_loaded = 0;
+    pthread_mutex_unlock(&g_lock);
 }
 
 /* ---- state file ---------------------------------------------------------------------- */
