@@ -559,17 +559,11 @@ class Agent:
         )
 
     def _export_jobs(self, now: datetime) -> None:
-        jobs = self.store.list_jobs()
-        counts = {state: 0 for state in JobState}
-        at_risk = 0
-        horizon = now + timedelta(seconds=self.settings.tick_s * self.settings.clock_speed)
-        for job in jobs:
-            counts[job.state] += 1
-            if job.state in (JobState.PENDING, JobState.HELD) and job.latest_start <= horizon:
-                at_risk += 1
-        for state, n in counts.items():
+        for state, n in self.store.count_by_state().items():
             self.metrics.jobs.labels(state=state.value).set(n)
-        self.metrics.jobs_at_risk.set(at_risk)
+        horizon = now + timedelta(seconds=self.settings.tick_s * self.settings.clock_speed)
+        waiting = self.store.list_jobs([JobState.PENDING, JobState.HELD])
+        self.metrics.jobs_at_risk.set(sum(1 for j in waiting if j.latest_start <= horizon))
 
     # ------------------------------------------------------------------------------------
     # Lifecycle

@@ -134,10 +134,18 @@ class SqliteStore:
         return Job.model_validate_json(row[0])
 
     def find_by_engine_ref(self, engine: str, ref: str) -> Job | None:
-        for job in self.list_jobs():
-            if job.spec.engine == engine and job.engine_ref == ref:
-                return job
-        return None
+        row = self._conn.execute(
+            "SELECT doc FROM jobs WHERE json_extract(doc, '$.engine_ref') = ? "
+            "AND json_extract(doc, '$.spec.engine') = ?",
+            (ref, engine),
+        ).fetchone()
+        return None if row is None else Job.model_validate_json(row[0])
+
+    def count_by_state(self) -> dict[JobState, int]:
+        counts = {state: 0 for state in JobState}
+        for state, n in self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+            counts[JobState(state)] = int(n)
+        return counts
 
     def list_jobs(self, states: Iterable[JobState] | None = None) -> list[Job]:
         if states is None:
