@@ -25,9 +25,11 @@ serves a fixed body (e.g. a documented example) for one path. Every request is r
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -103,6 +105,7 @@ class Replica:
         self._fault = _Fault()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._connections: set[socket.socket] = set()
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -117,6 +120,16 @@ class Replica:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                super().setup()
+                with replica._lock:
+                    replica._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with replica._lock:
+                    replica._connections.discard(self.connection)
+                super().finish()
+
             def do_GET(self) -> None:
                 replica._serve(self, "GET")
 
@@ -129,7 +142,9 @@ class Replica:
         server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -138,6 +153,15 @@ class Replica:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        # Kept-alive connections die with the server, as they do when a real API goes down.
+        with self._lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                conn.close()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
