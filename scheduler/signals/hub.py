@@ -123,7 +123,10 @@ class SignalHub:
             if current is not None:
                 state.current = current
                 state.current_provider = current_provider
-                state.fetched_at = now
+                # A provider may serve a value from its own TTL cache: its age counts
+                # from when the provider fetched it, not from this refresh.
+                fetched = current.fetched_at or now
+                state.fetched_at = min(fetched, now)
                 state.error = None
             else:
                 state.error = "; ".join(errors.values()) or "no provider answered"
