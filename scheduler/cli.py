@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 from datetime import datetime
 from typing import Any
@@ -82,6 +83,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
         )
     )
     log.info("API and /metrics on http://%s:%d", settings.api.host, settings.api.port)
+    # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal to the
+    # handler that was in place before: make that one a no-op, so the drain below runs.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     try:
         server.run()  # returns on SIGTERM or SIGINT
     finally:

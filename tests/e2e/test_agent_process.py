@@ -216,3 +216,18 @@ def test_jobs_run_in_cleaner_windows_and_survive_sigkill(agent, tmp_path):
         assert run_mean <= now_mean * 1.02, f"{name} ran dirtier ({run_mean} > {now_mean})"
     held_job = final[ids["deferrable"]]
     assert ts(held_job["started_at"]) - ts(held_job["submitted_at"]) > timedelta(hours=3)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_drain_cleanly(tmp_path, sig):
+    a = AgentProcess(tmp_path, sim_origin(datetime.now(UTC)))
+    a.start()
+    job_id = a.cli("submit", "--duration", "1h", "--deadline", "30h", "--", "true").split()[0]
+    assert a.proc is not None
+    a.proc.send_signal(sig)
+    assert a.proc.wait(timeout=20) == 0
+    assert "stopped" in a.log()
+    # the held job is still there for the next start
+    a.start()
+    assert a.jobs()[job_id]["state"] in ("held", "running", "succeeded")
+    a.stop()
