@@ -3,9 +3,11 @@
 `NvmlTelemetry` is the agent's `PowerSource`. It initialises NVML lazily, on first use
 (never in the constructor), caches device handles and the static facts of each device
 (name, UUID, MIG mode, limit constraints, which readings the driver supports), and keeps
-`sample()` cheap: per device one field-value call (instant power, 1 s average power and the
-current limit together), the energy counter and the utilisation. Process lists are slow
-(milliseconds per call on real drivers) and are read only by `processes()`, off the hot path.
+`sample()` cheap: per device one field-value call (instant power, 1 s average power, the
+current limit and the energy counter together) and the utilisation. On an H100 (driver 580)
+the field-value call took about 10 us, while nvmlDeviceGetTotalEnergyConsumption took about
+3.9 ms, so the counter is read as the field NVML_FI_DEV_ENERGY and the classic call is the
+fallback only. Process lists are read only by `processes()`, off the hot path.
 
 Units: NVML speaks milliwatts and millijoules; everything leaving this module is in watts
 and joules.
@@ -38,7 +40,8 @@ log = logging.getLogger(__name__)
 FI_POWER_AVERAGE = 185
 FI_POWER_INSTANT = 186
 FI_POWER_CURRENT_LIMIT = 190
-_HOT_FIELDS = (FI_POWER_INSTANT, FI_POWER_AVERAGE, FI_POWER_CURRENT_LIMIT)
+FI_ENERGY = 191  # total energy since the driver loaded, mJ (same as the counter call)
+_HOT_FIELDS = (FI_POWER_INSTANT, FI_POWER_AVERAGE, FI_POWER_CURRENT_LIMIT, FI_ENERGY)
 
 NVML_SUCCESS = 0
 NVML_ERROR_NOT_SUPPORTED = 3
@@ -376,7 +379,7 @@ class NvmlTelemetry:
     def _sample_one(self, dev: _Device, now: Any) -> PowerSample:
         nv = self._module()
         info, h, i = dev.info, dev.handle, dev.info.index
-        instant_w = avg_w = limit_w = None
+        instant_w = avg_w = limit_w = energy_j = None
         if info.fields_supported:
             values = self._optional(
                 f"read GPU {i} power fields", nv.nvmlDeviceGetFieldValues, h, list(_HOT_FIELDS)
@@ -384,23 +387,23 @@ class NvmlTelemetry:
             if values is None:
                 info.fields_supported = False
             else:
-                got = {}
+                got: dict[int, float] = {}
                 for v in values:
                     if v.nvmlReturn == NVML_SUCCESS:
-                        got[int(v.fieldId)] = _field_number(v) / 1000
+                        got[int(v.fieldId)] = _field_number(v) / 1000  # mW -> W, mJ -> J
                     elif v.nvmlReturn not in (NVML_ERROR_NOT_SUPPORTED,):
                         # A per-field failure such as GPU_IS_LOST: raise it like a call would.
                         raise translate(nv.NVMLError(v.nvmlReturn), f"read GPU {i} power")
                 instant_w = got.get(FI_POWER_INSTANT)
                 avg_w = got.get(FI_POWER_AVERAGE)
                 limit_w = got.get(FI_POWER_CURRENT_LIMIT)
+                energy_j = got.get(FI_ENERGY)
                 if instant_w is None and avg_w is None:
                     info.fields_supported = False
         if instant_w is None:
             usage = self._call(f"read GPU {i} power", nv.nvmlDeviceGetPowerUsage, h)
             instant_w = usage / 1000
-        energy_j = None
-        if info.energy_supported:
+        if energy_j is None and info.energy_supported:
             mj = self._optional(
                 f"read GPU {i} energy counter", nv.nvmlDeviceGetTotalEnergyConsumption, h
             )

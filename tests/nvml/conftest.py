@@ -10,9 +10,11 @@ backend is skipped in a process that has already loaded the fake: run `-m gpu` o
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,8 +83,23 @@ def fake_nvml_files(fake_lib: Path, tmp_path: Path) -> FakeNvml:
     return FakeNvml(fake_lib, None, state)
 
 
+@functools.cache
 def real_gpu_present() -> bool:
-    return Path("/dev/nvidiactl").exists() and ctypes.util.find_library("nvidia-ml") is not None
+    """A real NVML that initialises and sees a GPU (probed in a child process, so this
+    process can still load the fake)."""
+    code = (
+        "import ctypes, sys\n"
+        "lib = ctypes.CDLL('libnvidia-ml.so.1')\n"
+        "n = ctypes.c_uint(0)\n"
+        "ok = lib.nvmlInitWithFlags(0) == 0 and lib.nvmlDeviceGetCount_v2(ctypes.byref(n)) == 0\n"
+        "sys.exit(0 if ok and n.value > 0 else 1)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "FAKE_NVML_STATE"}
+    try:
+        probe = subprocess.run([sys.executable, "-c", code], env=env, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
 
 
 @pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.gpu)])

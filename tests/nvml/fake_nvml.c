@@ -604,6 +604,11 @@ EXPORT nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int valuesCoun
         v->valueType = 1; /* NVML_VALUE_TYPE_UNSIGNED_INT */
         v->nvmlReturn = RC_SUCCESS;
         double mw = -1;
+        if (!d->fields_supported) {
+            v->nvmlReturn = RC_NOT_SUPPORTED;
+            v->value.ullVal = 0;
+            continue;
+        }
         switch (v->fieldId) {
         case FI_POWER_INSTANT: mw = instant_mw(d, t); break;
         case FI_POWER_AVERAGE: mw = average_mw(d, t); break;
@@ -621,7 +626,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int valuesCoun
             break;
         default: break;
         }
-        if (mw < 0 || !d->fields_supported) {
+        if (mw < 0) {
             v->nvmlReturn = RC_NOT_SUPPORTED;
             v->value.ullVal = 0;
         } else {

@@ -136,14 +136,11 @@ def test_sampling_stays_off_the_slow_calls(fake_nvml: FakeNvml) -> None:
         after = {name: fake_nvml.calls(name) for name in before}
     finally:
         t.close()
-    # 10 rounds on 2 GPUs: one field-value call and one counter read per GPU per round...
+    # 10 rounds on 2 GPUs: one field-value call per GPU per round (power, limit, energy)...
     assert after["nvmlDeviceGetFieldValues"] - before["nvmlDeviceGetFieldValues"] == 20
-    assert (
-        after["nvmlDeviceGetTotalEnergyConsumption"] - before["nvmlDeviceGetTotalEnergyConsumption"]
-        == 20
-    )
-    # ...and no process list, name or limit-range call on the hot path.
+    # ...and no slow counter call (the field carries it), process list, name or limit range.
     for name in (
+        "nvmlDeviceGetTotalEnergyConsumption",
         "nvmlDeviceGetComputeRunningProcesses_v3",
         "nvmlDeviceGetPowerManagementLimitConstraints",
         "nvmlDeviceGetName",
@@ -219,8 +216,9 @@ def test_unsupported_readings_fall_back(fake_nvml: FakeNvml) -> None:
         assert s0.power_limit_w == 700.0  # read with the classic call instead
         calls = fake_nvml.calls("nvmlDeviceGetTotalEnergyConsumption")
         t.sample()
-        # remembered per device: the unsupported counter is not asked again
-        assert fake_nvml.calls("nvmlDeviceGetTotalEnergyConsumption") == calls + 1
+        # remembered per device: the unsupported counter is not asked again (and GPU 1
+        # reads its counter through the field-value call)
+        assert fake_nvml.calls("nvmlDeviceGetTotalEnergyConsumption") == calls
         s1 = t.sample()[1]
         assert s1.energy_j is not None
         assert s1.power_avg_w is not None
@@ -286,3 +284,19 @@ def test_concurrent_sampling_is_safe(fake_nvml: FakeNvml) -> None:
     t.close()
     assert not errors
     assert results == [2] * 200
+
+
+def test_energy_from_the_classic_call_where_the_field_is_missing(fake_nvml: FakeNvml) -> None:
+    """Drivers without NVML_FI_DEV_ENERGY: the counter comes from the classic call."""
+    fake_nvml.state.change(0, fields_supported=0)
+    t = NvmlTelemetry(SystemClock())
+    try:
+        before = fake_nvml.calls("nvmlDeviceGetTotalEnergyConsumption")
+        first = t.sample()[0]
+        fake_nvml.state.advance(5.0)
+        second = t.sample()[0]
+    finally:
+        t.close()
+    assert fake_nvml.calls("nvmlDeviceGetTotalEnergyConsumption") == before + 2
+    assert first.energy_j is not None and second.energy_j is not None
+    assert second.energy_j - first.energy_j == pytest.approx(2000.0)  # 5 s at 400 W
