@@ -126,13 +126,15 @@ class ElectricityMapsProvider(HttpProvider):
             response = self.http.request(
                 "GET", path, params=self._params(location, **extra), headers=headers
             )
-        except ProviderAuthError as exc:
+        except ProviderAuthError:
             # "Request unauthorized for zoneKey=..,requestType=..": a valid key whose plan
             # does not cover this endpoint or zone.
             if "unauthorized for zone" in self.http.last_error_body.lower():
                 raise ProviderAuthError(
-                    f"{exc}; the key's plan does not cover {path} for {location!r} (the "
-                    "free tier has latest and history for one zone only)",
+                    f"{self.name}: {path} answered {self.http.last_status}: "
+                    f"{self.http.last_error_body}; the key's plan does not cover this for "
+                    f"{location!r} (the free tier has latest and history for one zone only), "
+                    "so the next source in the chain is used",
                     provider=self.name,
                     reason="no_access",
                 ) from None

@@ -133,12 +133,13 @@ class WattTimeProvider(HttpProvider):
             headers = {"Authorization": f"Bearer {self._bearer()}"}
             try:
                 response = self.http.request("GET", path, params=params, headers=headers)
-            except ProviderAuthError as exc:
+            except ProviderAuthError:
                 body = self.http.last_error_body.lower()
                 if self.http.last_status == 403 and ("scope" in body or "access" in body):
                     raise ProviderAuthError(
-                        f"{exc}; the account's plan does not cover region "
-                        f"{params.get('region')!r} for {path} (basic accounts: CAISO_NORTH)",
+                        f"{self.name}: {path} answered 403: {self.http.last_error_body}; the "
+                        f"account's plan does not cover region {params.get('region')!r} "
+                        "(basic accounts: CAISO_NORTH), so the next source in the chain is used",
                         provider=self.name,
                         reason="no_access",
                     ) from None
