@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ...scheduler.errors import AdapterError
+from ...scheduler.errors import AdapterError, EngineUnavailable
 
 # Slurm base states (the flags that may follow, e.g. REQUEUE_HOLD, are kept apart).
 PENDING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
@@ -196,11 +196,16 @@ def parse_json(payload: dict[str, Any]) -> list[SlurmJob]:
         )
     errors = payload.get("errors") or []
     if errors:
+        # squeue lists every job, so the error is about reaching the controller (22.05 says
+        # only "Failed while looking for jobs" when slurmctld is down, and exits 0).
         first = errors[0]
         message = (
             first.get("description") or first.get("error") if isinstance(first, dict) else first
         )
-        raise AdapterError(f"squeue --json reported an error: {message}")
+        raise EngineUnavailable(
+            f"squeue --json could not load the job list ({message}); the Slurm controller "
+            "may be down or restarting; the action will be retried"
+        )
     return [_job_from_json(raw) for raw in payload["jobs"]]
 
 

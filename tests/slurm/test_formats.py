@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from gridshift.adapters.slurm import formats, marker
-from gridshift.scheduler.errors import AdapterError, ValidationError
+from gridshift.scheduler.errors import AdapterError, EngineUnavailable, ValidationError
 from gridshift.scheduler.models import JobSpec
 
 DATA = Path(__file__).parent / "data"
@@ -154,8 +155,9 @@ def test_squeue_json_newer_layout() -> None:
 
 
 def test_squeue_json_errors_are_reported() -> None:
-    with pytest.raises(AdapterError, match="Invalid job id"):
-        formats.parse_json({"jobs": [], "errors": [{"description": "Invalid job id specified"}]})
+    with pytest.raises(EngineUnavailable, match="Failed while looking for jobs"):
+        failed = {"description": "Failed while looking for jobs", "source": "slurm_load_jobs"}
+        formats.parse_json({"jobs": [], "errors": [failed]})
     with pytest.raises(AdapterError, match="output: text"):
         formats.parse_json({"meta": {}})
 
