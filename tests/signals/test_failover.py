@@ -237,3 +237,44 @@ def test_agent_releases_held_jobs_by_their_latest_start_when_every_provider_is_d
     finally:
         agent.stop()
         replicas.stop()
+
+
+def test_a_cached_value_keeps_its_age(tmp_path):
+    clock = FakeClock(MIDNIGHT)
+    replicas = ReplicaSet(clock).start()
+    try:
+        settings = settings_for(replicas, tmp_path)
+        settings.providers["em"].ttl_s = 300  # type: ignore[union-attr]
+        hub = build_hub(settings, clock)
+        hub.refresh("gb")
+        clock.advance(120)
+        hub.refresh("gb")  # served from the provider's cache: no new call
+        assert len(replicas.em.calls("/v3/carbon-intensity/latest")) == 1
+        assert hub.region_signal("gb").age_s == 120
+        clock.advance(181)
+        hub.refresh("gb")
+        assert len(replicas.em.calls("/v3/carbon-intensity/latest")) == 2
+        assert hub.region_signal("gb").age_s == 0
+    finally:
+        replicas.stop()
+
+
+def test_the_key_can_come_from_the_environment(tmp_path, monkeypatch):
+    clock = FakeClock(MIDNIGHT)
+    replicas = ReplicaSet(clock).start()
+    try:
+        monkeypatch.setenv("GRIDSHIFT_PROVIDERS__EM__API_KEY", replicas.em.api_key)
+        settings = load_settings(
+            None,
+            state_dir=tmp_path,
+            default_region="gb",
+            providers={"em": {"type": "electricitymaps", "base_url": replicas.em.base_url}},
+            regions={"gb": {"sources": [{"provider": "em", "location": "GB"}]}},
+        )
+        hub = build_hub(settings, clock)
+        hub.refresh("gb")
+        assert hub.region_signal("gb").provider == "em"
+        assert replicas.em.requests[0].headers["auth-token"] == replicas.em.api_key
+        assert replicas.em.api_key not in repr(settings)
+    finally:
+        replicas.stop()
