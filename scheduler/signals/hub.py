@@ -10,6 +10,7 @@ limit; then the region is not fresh and the planner fails open.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from ..clock import Clock
 from ..errors import NoSignal, SignalError
 from ..interfaces import SignalProvider
 from ..metrics import AgentMetrics
-from ..models import Forecast, IntensitySample, RegionSignal
+from ..models import Forecast, IntensitySample, RegionSignal, SignalKind
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,13 @@ class SignalHub:
                 1 if provider_name == sig.provider else 0
             )
         if sig.current is not None:
+            # One series per region: after a failover the previous provider's series goes,
+            # so a sum or max by region never mixes an old value with the one in use.
+            for provider_name, _ in self.chains[region]:
+                for kind in SignalKind:
+                    if (provider_name, kind) != (sig.provider, sig.current.kind):
+                        with contextlib.suppress(KeyError):
+                            m.intensity.remove(region, provider_name, kind.value)
             m.intensity.labels(
                 region=region, provider=sig.provider or "", kind=sig.current.kind.value
             ).set(sig.current.intensity_g_per_kwh)
