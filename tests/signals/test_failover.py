@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from gridshift.scheduler.agent import Agent
@@ -84,6 +85,13 @@ def test_hub_switches_provider_shows_age_and_goes_stale(tmp_path):
         assert caiso.provider == "watttime"
         assert caiso.current is not None and caiso.current.kind is SignalKind.MARGINAL
         assert sample(registry, "gridshift_signal_provider_in_use", region="gb", provider="em") == 1
+        assert sample(
+            registry,
+            "gridshift_grid_carbon_intensity_grams_per_kwh",
+            region="gb",
+            provider="em",
+            kind="average",
+        ) == pytest.approx(gb.current.intensity_g_per_kwh)
 
         # Electricity Maps goes down mid-run: the UK API takes over.
         replicas.em.stop()
@@ -104,6 +112,11 @@ def test_hub_switches_provider_shows_age_and_goes_stale(tmp_path):
             >= 1
         )
         uk_value = gb.current.intensity_g_per_kwh if gb.current else None
+        old_series = {"region": "gb", "provider": "em", "kind": "average"}
+        assert (
+            registry.get_sample_value("gridshift_grid_carbon_intensity_grams_per_kwh", old_series)
+            is None
+        )  # the previous provider's value is not left behind
         assert (
             sample(
                 registry,
