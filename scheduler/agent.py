@@ -47,9 +47,12 @@ from .models import (
     Snapshot,
     new_job_id,
 )
+from .policy.powercap import plan_caps
 from .policy.window import StepSeries, WindowPlanner, expected_power_w
 from .signals import SignalHub, build_hub
 from .store import SqliteStore, open_store
+from .telemetry.accounting import GpuAccounting
+from .telemetry.nvml import NvmlTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,12 @@ class Agent:
         self.metrics = metrics
         self.power_source = power_source
         self.capper = capper
+        # GPU power: sampling, GPU metrics, measured energy per job (telemetry/accounting.py)
+        self.gpu = (
+            GpuAccounting(power_source, metrics.registry, metrics=metrics)
+            if power_source is not None
+            else None
+        )
         self._lock = threading.RLock()
         self._accounted_at: dict[str, datetime] = {}
         self._scheduler: Any = None
@@ -133,7 +142,20 @@ class Agent:
             raise ConfigError("no engine adapter is installed; reinstall gridshift")
         lookahead_s = settings.tick_s * settings.clock_speed + settings.start_slack_s
         planner = WindowPlanner(lookahead_s=lookahead_s)
-        return cls(settings, clock, store, hub, adapters, planner, metrics)
+        power_source = NvmlTelemetry(clock) if settings.nvml.enabled else None
+        actuators = load_plugins("gridshift.actuators", settings, clock)
+        capper = actuators.get("powercap")
+        return cls(
+            settings,
+            clock,
+            store,
+            hub,
+            adapters,
+            planner,
+            metrics,
+            power_source=power_source,
+            capper=capper,
+        )
 
     # ------------------------------------------------------------------------------------
     # What users ask for
@@ -263,9 +285,12 @@ class Agent:
                 regions=self.hub.snapshot(),
                 default_region=self.settings.default_region,
                 capacity_gpus=self._capacity(),
+                gpus=self.gpu.latest if self.gpu is not None else [],
             )
             t0 = monotonic_s()
             decisions = self.planner.plan(snapshot)
+            if self.capper is not None and self.settings.nvml.capping:
+                decisions += plan_caps(snapshot, self.settings.nvml.curve)
             self.metrics.planner_duration.observe(monotonic_s() - t0)
             applied = [d for d in decisions if self._apply(d)]
             self.store.record_decisions(applied)
@@ -354,10 +379,19 @@ class Agent:
     def _apply_cap(self, d: Decision) -> bool:
         if self.capper is None or d.device_index is None:
             return False
-        if d.action == Action.UNCAP:
-            self.capper.restore_defaults(d.reason)
-        elif d.power_limit_w is not None:
-            self.capper.set_limit(d.device_index, d.power_limit_w, d.reason)
+        try:
+            restore = getattr(self.capper, "restore", None)
+            if d.action == Action.UNCAP and restore is not None:
+                restore(d.device_index, d.reason)  # back to the limit recorded before capping
+            elif d.action == Action.UNCAP:
+                self.capper.restore_defaults(d.reason)
+            elif d.power_limit_w is not None:
+                applied = self.capper.set_limit(d.device_index, d.power_limit_w, d.reason)
+                if abs(applied - d.power_limit_w) >= 1.0:
+                    return False  # rate-limited, dry run or not permitted: nothing changed
+        except GridshiftError as exc:
+            log.warning("GPU %s: power limit not changed: %s", d.device_index, exc)
+            return False
         self.metrics.decisions.labels(action=d.action.value, cause="power").inc()
         return True
 
@@ -457,6 +491,8 @@ class Agent:
         if dt_s <= 0:
             return job
         self._accounted_at[job.id] = now
+        if self.gpu is not None and self.gpu.measures(job):
+            return job  # measured GPU energy is attributed by sample_power instead
         energy_j = expected_power_w(job) * dt_s
         region = job.region or self.settings.default_region
         intensity = self.hub.intensity_at(region, now) if region in self.hub.chains else None
@@ -511,9 +547,17 @@ class Agent:
             self.store.update(job.id, engine_ref=st.ref)
 
     def sample_power(self) -> None:
-        if self.power_source is None:
+        if self.gpu is None:
             return
-        self.power_source.sample()
+        self.gpu.sample(
+            lambda: self.store.list_jobs([JobState.RUNNING]),
+            self.hub.intensity_at,
+            self.hub.chains,
+            self.settings.default_region,
+        )
+        if self.gpu.due():
+            with self._lock:
+                self.gpu.flush(self.store)
 
     # ------------------------------------------------------------------------------------
     # Helpers
@@ -570,6 +614,12 @@ class Agent:
 
     def startup(self) -> None:
         """Re-adopt what the store and the engines know, fetch signals, plan once."""
+        if self.capper is not None:  # limits left capped by a run that died (SIGKILL, crash)
+            try:
+                self.capper.restore_defaults("agent starting: limits left by an earlier run")
+            except GridshiftError as exc:
+                log.error("could not restore GPU power limits at start-up: %s", exc)
+        self.sample_power()
         self.reconcile()
         self.refresh_signals()
         self.tick()
@@ -616,4 +666,6 @@ class Agent:
             except GridshiftError as exc:
                 log.error("could not restore GPU power limits: %s", exc)
         with self._lock:
+            if self.gpu is not None:
+                self.gpu.flush(self.store)
             self.store.close()
