@@ -291,3 +291,37 @@ def test_the_key_can_come_from_the_environment(tmp_path, monkeypatch):
         assert replicas.em.api_key not in repr(settings)
     finally:
         replicas.stop()
+
+
+def test_with_every_provider_down_a_held_job_still_starts_by_its_latest_start(tmp_path):
+    """The last known value is still fresh (3 h staleness) when the latest start comes: the
+    job is not held past it."""
+    clock = FakeClock(MIDNIGHT)
+    replicas = ReplicaSet(clock).start()
+    registry = CollectorRegistry()
+    agent = Agent.build(
+        settings_for(replicas, tmp_path, staleness_s=3 * 3600), clock=clock, registry=registry
+    )
+    try:
+        agent.startup()
+        job = agent.submit(
+            JobSpec(command=["true"], expected_duration_s=3600, allowed_regions=["gb"]),
+            deadline_in_s=3 * 3600,
+        )
+        assert job.state == JobState.HELD, job.reason
+        replicas.em.stop()
+        replicas.uk.stop()
+        latest = job.latest_start
+        while clock.now() < latest + timedelta(minutes=10):
+            if agent.store.get_job(job.id).state != JobState.HELD:
+                break
+            clock.advance(timedelta(minutes=5))
+            agent.refresh_signals()
+            agent.tick()
+        started = agent.store.get_job(job.id)
+        assert started.started_at is not None, started.reason
+        assert started.started_at <= latest
+        assert agent.hub.region_signal("gb").fresh  # it was not staleness that released it
+    finally:
+        agent.stop()
+        replicas.stop()
