@@ -218,8 +218,17 @@ class HttpClient:
         self._blocked_until: datetime | None = None
         self._lock = threading.Lock()
         self.calls_made = 0
-        self.last_status: int | None = None  # HTTP status of the last answer (None: no answer)
-        self.last_error_body = ""  # excerpt of the last non-2xx body
+        self._local = threading.local()  # the last answer, per calling thread
+
+    @property
+    def last_status(self) -> int | None:
+        """HTTP status of this thread's last answer (None: no answer)."""
+        return getattr(self._local, "status", None)
+
+    @property
+    def last_error_body(self) -> str:
+        """Excerpt of this thread's last non-2xx body."""
+        return str(getattr(self._local, "error_body", ""))
 
     # -- session ---------------------------------------------------------------------------
 
@@ -303,7 +312,8 @@ class HttpClient:
         while True:
             self._admit(path)
             self.calls_made += 1
-            self.last_status = None
+            self._local.status = None
+            self._local.error_body = ""
             try:
                 response = self.session.request(
                     method,
@@ -336,7 +346,7 @@ class HttpClient:
                 )
             else:
                 status = response.status_code
-                self.last_status = status
+                self._local.status = status
                 if 200 <= status < 300:
                     return response
                 error = self._status_error(path, response)
@@ -360,7 +370,7 @@ class HttpClient:
     def _status_error(self, path: str, response: requests.Response) -> SignalError:
         status = response.status_code
         excerpt = body_excerpt(response)
-        self.last_error_body = excerpt
+        self._local.error_body = excerpt
         said = f": {excerpt}" if excerpt else ""
         if status == 429:
             wait_s = parse_retry_after(response.headers.get("Retry-After"), self.clock.now())

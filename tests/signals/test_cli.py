@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,7 @@ from gridshift.scheduler.clock import SystemClock
 from gridshift.scheduler.models import Forecast, ForecastPoint
 from gridshift.scheduler.signals.cli import hourly, sparkline
 
+from ..conftest import require
 from .replicas import ReplicaSet
 
 
@@ -92,7 +94,9 @@ def test_unknown_region(config_file, capsys):
 
 
 def test_png(config_file, tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    require(
+        "matplotlib", importlib.util.find_spec("matplotlib") is not None, "pip install -e .[test]"
+    )
     path, _ = config_file
     png = tmp_path / "forecast.png"
     assert main(["signals", "--config", str(path), "--png", str(png)]) == 0
