@@ -8,10 +8,11 @@ Endpoints used:
 * ``GET /emissions/bylocation?location=..&time=..&toTime=..`` -> `current` (the most recent
   value of the last two hours) and `history`; items are ``{location, time, rating,
   duration}`` with ``duration`` a .NET TimeSpan (``"00:05:00"``);
-* ``GET /emissions/forecasts/current?location=..&dataStartAt=..&dataEndAt=..`` ->
-  `forecast`; ``forecastData`` items are ``{location, timestamp, duration (minutes),
-  value}``. A data source without forecasts answers 501, which raises
-  ``ProviderUnavailable`` with reason ``no_access`` and is remembered for a few hours.
+* ``GET /emissions/forecasts/current?location=..`` -> `forecast` (the whole forecast the
+  data source has, cut to the window asked for); ``forecastData`` items are ``{location,
+  timestamp, duration (minutes), value}``. A data source without forecasts answers 501,
+  which raises ``ProviderUnavailable`` with reason ``no_access`` and is remembered for a
+  few hours.
 
 Values are already in gCO2eq/kWh (the SDK converts WattTime's lbs/MWh). Whether they are
 marginal or average depends on the SDK's data source; ``signal_kind`` in the config says
@@ -147,22 +148,20 @@ class CarbonAwareSdkProvider(HttpProvider):
 
     def forecast(self, location: str, start: datetime, end: datetime) -> Forecast:
         full = self.cache.get_or_fetch(
-            ("forecast", location, start, end), lambda: self._fetch_forecast(location, start, end)
+            ("forecast", location), lambda: self._fetch_forecast(location)
         )
         points = [p for p in full.points if p.end > start and p.start < end]
         if not points:
             raise self._empty(f"forecast between {iso_z(start)} and {iso_z(end)}", location)
         return full.model_copy(update={"points": points})
 
-    def _fetch_forecast(self, location: str, start: datetime, end: datetime) -> Forecast:
+    def _fetch_forecast(self, location: str) -> Forecast:
+        """The whole forecast the data source has (no dataStartAt/dataEndAt), cached for
+        ttl_s and cut to each caller's window."""
         key = ("forecast", location)
         self._check_denied(key)
         path = "emissions/forecasts/current"
-        params = {
-            "location": self._location(location),
-            "dataStartAt": iso_z(start),
-            "dataEndAt": iso_z(end),
-        }
+        params = {"location": self._location(location)}
         try:
             data = self._get(path, params)
         except ProviderUnavailable as exc:

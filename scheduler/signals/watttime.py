@@ -21,6 +21,7 @@ Values are MOER in lbs CO2/MWh, converted to g/kWh (x 0.45359237) and labelled
 from __future__ import annotations
 
 import math
+import threading
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -83,6 +84,7 @@ class WattTimeProvider(HttpProvider):
         self._token: str | None = None
         self._token_at: datetime | None = None
         self._regions: dict[str, str] = {}
+        self._token_lock = threading.Lock()
         self.logins = 0
 
     # -- auth ------------------------------------------------------------------------------
@@ -122,10 +124,11 @@ class WattTimeProvider(HttpProvider):
         return login.token
 
     def _bearer(self) -> str:
-        if not self._token_valid():
-            return self._login()
-        assert self._token is not None
-        return self._token
+        with self._token_lock:
+            if not self._token_valid():
+                return self._login()
+            assert self._token is not None
+            return self._token
 
     def _get(self, path: str, params: dict[str, Any]) -> Any:
         """GET with the bearer token; on 401 log in again and retry once."""
