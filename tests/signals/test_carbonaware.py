@@ -183,3 +183,16 @@ def test_captured_forecast_example(sdk_replica, clock):
     )
     assert forecast.points[1].start == t0 + FIVE
     assert forecast.issued_at == datetime(2022, 11, 2, 10, 25, tzinfo=UTC)
+
+
+def test_forecast_is_fetched_once_per_ttl_for_any_window(sdk_replica, clock):
+    provider = make(sdk_replica, clock, ttl_s=300.0)
+    now = clock.now()
+    first = provider.forecast("eastus", now, now + timedelta(hours=2))
+    later = provider.forecast("eastus", now + timedelta(hours=1), now + timedelta(hours=6))
+    assert len(sdk_replica.calls("/emissions/forecasts/current")) == 1
+    assert first.points[-1].end == now + timedelta(hours=2)
+    assert later.points[0].start == now + timedelta(hours=1)
+    clock.advance(301)
+    provider.forecast("eastus", clock.now(), clock.now() + timedelta(hours=1))
+    assert len(sdk_replica.calls("/emissions/forecasts/current")) == 2
