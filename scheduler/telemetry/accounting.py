@@ -40,7 +40,7 @@ class GpuAccounting:
         metrics: Any = None,
         flush_every_s: float = 10.0,
         retry_s: float = 300.0,
-        jobs_refresh_s: float = 5.0,
+        jobs_refresh_s: float = 1.0,
     ) -> None:
         self.source = source
         self.collector = GpuCollector(registry)
