@@ -37,7 +37,7 @@ from .interfaces import (
     Relocatable,
     Suspendable,
 )
-from .metrics import AgentMetrics
+from .metrics import AgentMetrics, decision_cause
 from .models import (
     Action,
     Decision,
@@ -306,7 +306,7 @@ class Agent:
         assert d.job_id is not None
         job = self.store.get_job(d.job_id)
         adapter = self.adapters[job.spec.engine]
-        cause = d.reason.split(":", 1)[0][:40]
+        cause = decision_cause(d.reason)
         try:
             if d.action == Action.START and job.state in (JobState.PENDING, JobState.HELD):
                 job = self._ensure_submitted(job, adapter, d.region)

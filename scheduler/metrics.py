@@ -7,6 +7,8 @@ high-frequency series (job ids appear only in the bounded per-job families, if a
 
 from __future__ import annotations
 
+import re
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -25,6 +27,19 @@ from .models import JobState
 ADAPTER_OPERATIONS = ("start", "hold", "suspend", "resume", "relocate", "list", "reconcile")
 FETCH_OUTCOMES = ("ok", "error")
 SAVING_BASES = ("estimate", "measured")
+
+_CAUSE_CUT = re.compile(r"[:\d(;]")
+
+
+def decision_cause(reason: str) -> str:
+    """A bounded label value for a free-text decision reason: its leading words, cut before
+    the first figure, time, colon or parenthesis (where the unbounded detail starts).
+
+    "latest start 2026-06-01 12:00Z reached: ..." -> "latest start";
+    "waiting until 2026-06-01 13:00Z: ..." -> "waiting until".
+    """
+    head = " ".join(_CAUSE_CUT.split(reason, maxsplit=1)[0].split())
+    return head[:60].strip(" ,.-") or "other"
 
 
 class AgentMetrics:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from gridshift.scheduler.metrics import AgentMetrics
+from gridshift.scheduler.metrics import AgentMetrics, decision_cause
 from gridshift.scheduler.models import PowerSample
 from gridshift.scheduler.telemetry.metrics import GpuCollector
 from tests.ops.tools import DEPLOY, run, tool
@@ -133,3 +133,28 @@ def test_every_metric_is_documented_for_operators() -> None:
     for name, kind, _ in gridshift_families():
         shown = name + {"counter": "_total", "info": "_info"}.get(kind, "")
         assert f"`{shown}`" in doc, f"{shown} is not in deploy/docs/operators.md"
+
+
+@pytest.mark.parametrize(
+    ("reason", "cause"),
+    [
+        ("latest start 2026-06-01 12:00Z reached: starting to meet the deadline", "latest start"),
+        ("waiting for the window 2026-06-01 12:00Z-13:00Z (210 g/kWh)", "waiting for the window"),
+        ("waiting until 2026-06-02 03:30Z: 180 g/kWh vs 320 now", "waiting until"),
+        ("no signal for local: running now (fail open)", "no signal for local"),
+        ("power: grid above 400 g/kWh", "power"),
+        ("", "other"),
+    ],
+)
+def test_decision_causes_drop_the_unbounded_detail(reason: str, cause: str) -> None:
+    assert decision_cause(reason) == cause
+
+
+def test_decision_causes_stay_few_over_a_day_of_reasons() -> None:
+    reasons = [
+        f"waiting until 2026-06-01 {h:02d}:{m:02d}Z: {v} g/kWh"
+        for h in range(24)
+        for m in (0, 30)
+        for v in (120, 480)
+    ]
+    assert {decision_cause(r) for r in reasons} == {"waiting until"}
