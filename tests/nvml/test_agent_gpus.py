@@ -184,6 +184,25 @@ def test_gpu_job_energy_is_measured_and_metrics_exported(
     assert resp.status_code == 201, resp.text
     job_id = resp.json()["id"]
 
+    def placed() -> bool:
+        job = requests.get(f"{agent.api}/jobs/{job_id}", timeout=5).json()
+        return job["state"] == "running" and bool(job["gpus_assigned"])
+
+    wait_for("the job to run on a GPU", placed, 30, agent)
+    gpu = requests.get(f"{agent.api}/jobs/{job_id}", timeout=5).json()["gpus_assigned"][0]
+    code = "import sys; from gridshift.scheduler.cli import main; sys.exit(main(sys.argv[1:]))"
+    out = subprocess.run(
+        [sys.executable, "-c", code, "gpus", "--json", "--api", agent.api],
+        env=agent.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = {r["index"]: r for r in json.loads(out.stdout)}
+    assert rows[gpu]["jobs"] == [job_id]  # `gridshift gpus` shows the job on its GPU
+    assert rows[1 - gpu]["jobs"] == []
+
     def finished() -> bool:
         job = requests.get(f"{agent.api}/jobs/{job_id}", timeout=5).json()
         return job["state"] in ("succeeded", "failed")
