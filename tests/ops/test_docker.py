@@ -102,6 +102,16 @@ def test_image_prints_its_version(image: str) -> None:
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_image_reads_the_bundled_signal_offline(image: str) -> None:
+    code, out = docker("run", "--rm", "--network=none", image, "signals", "--json", timeout=60)
+    assert code == 0, out
+    local = json.loads(out[out.index("{") :])["regions"]["local"]
+    assert local["current"]["provider"] == "replay"
+    assert local["current"]["intensity_g_per_kwh"] > 0
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_agent_runs_healthy_as_non_root_and_drains_on_stop(image: str) -> None:
     name = f"gridshift-test-{uuid.uuid4().hex[:8]}"
     code, out = docker(
