@@ -142,7 +142,11 @@ class Agent:
             raise ConfigError("no engine adapter is installed; reinstall gridshift")
         lookahead_s = settings.tick_s * settings.clock_speed + settings.start_slack_s
         planner = WindowPlanner(lookahead_s=lookahead_s)
-        power_source = NvmlTelemetry(clock) if settings.nvml.enabled else None
+        power_source = (
+            NvmlTelemetry(clock, energy_every_s=settings.nvml.energy_interval_s)
+            if settings.nvml.enabled
+            else None
+        )
         actuators = load_plugins("gridshift.actuators", settings, clock)
         capper = actuators.get("powercap")
         return cls(

@@ -109,6 +109,12 @@ class NvmlConfig(_Section):
     capping: bool = False
     dry_run: bool = False
     min_change_interval_s: float = Field(default=300.0, ge=0)
+    energy_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="read the GPU energy counter this often (0: every sample); it is slow on "
+        "some drivers, and power is integrated in between",
+    )
     curve: list[PowerCurvePoint] = Field(
         default_factory=lambda: [
             PowerCurvePoint(intensity_g_per_kwh=0, cap_pct=100),
@@ -196,7 +202,7 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="start this much before the latest start, as a margin"
     )
     providers: dict[str, ProviderConfig] = Field(
-        default_factory=lambda: {"replay": ReplayProviderConfig()}
+        default_factory=lambda: {"replay": ReplayProviderConfig()}  # type: ignore[arg-type]
     )
     regions: dict[str, RegionConfig] = Field(
         default_factory=lambda: {

@@ -13,6 +13,12 @@ Energy of a device over an interval (between two consecutive samples of it):
   power where reported (it covers the whole second before each reading, so at 1 Hz it misses
   nothing) and the instant reading where not. Gaps longer than `max_gap_s` without a counter
   are not integrated (nobody knows what ran in between); the energy is lost, not guessed.
+- The counter may be read less often than power (it is slow on some drivers: see nvml.py).
+  Then the samples in between are integrated provisionally, and when the counter is read
+  again the energy given out since its previous reading is scaled so that its total equals
+  the counter's difference: every holder in that window gets the same relative correction,
+  priced at the intensity of the interval that closes the window. Over each window the
+  device's energy is the counter's; within it, the split follows the integrated power.
 
 Who gets a device's energy — the shared-GPU rule:
 
@@ -178,13 +184,26 @@ def weights_from_processes(
     return out
 
 
+IDLE = ""
+"""The key of idle energy (a device no job holds) in the per-device provisional record."""
+
+
+@dataclass
+class _DeviceState:
+    last: PowerSample
+    anchor: PowerSample | None = None  # the last sample that carried the energy counter
+    # Energy given out by integration since the anchor: job id (or IDLE) -> J, and its
+    # region, the intensity and the counterfactual intensity it was priced at.
+    provisional_j: dict[str, float] = field(default_factory=dict)
+
+
 class EnergyAttributor:
     """Turns rounds of power samples into per-job energy, emissions and counterfactuals."""
 
     def __init__(self, max_gap_s: float = 30.0) -> None:
         self.max_gap_s = max_gap_s
         self.history = IntensityHistory()
-        self._last: dict[int, PowerSample] = {}
+        self._dev: dict[int, _DeviceState] = {}
         self._run_s: dict[str, float] = {}
         self.totals = RoundResult()
 
@@ -217,47 +236,114 @@ class EnergyAttributor:
                 if job_id in by_id and job_id not in holders.setdefault(gpu, []):
                     holders[gpu].append(job_id)
 
-        # Each job's run time advances once per round, by the longest interval it was on.
-        advanced: dict[str, float] = {}
         priced: dict[tuple[str, datetime], float | None] = {}
+
+        def price(region: str, when: datetime) -> float | None:
+            key = (region, when)
+            if key not in priced:
+                value = intensity_at(region, when)
+                priced[key] = value
+                if value is not None:
+                    self.history.record(region, when, value)
+            return priced[key]
+
+        def charge(job_id: str, job_j: float, mid: datetime, dt_s: float) -> None:
+            if job_id == IDLE:
+                result.idle_j += job_j
+                return
+            hold = by_id.get(job_id)
+            inc = result.jobs.setdefault(job_id, JobIncrement())
+            inc.energy_j += job_j
+            if hold is None:  # a correction for a job that has since stopped: energy only
+                inc.unpriced_j += job_j
+                return
+            intensity = price(hold.region, mid)
+            offset_s = self._run_s.get(job_id, 0.0) + dt_s / 2
+            cf_when = hold.submitted_at + timedelta(seconds=offset_s)
+            cf_intensity = self.history.at(hold.region, cf_when)
+            if cf_intensity is None:
+                cf_intensity = intensity_at(hold.region, cf_when)
+            if intensity is None or cf_intensity is None:
+                inc.unpriced_j += job_j
+                return
+            inc.emissions_g += job_j / J_PER_KWH * intensity
+            inc.counterfactual_g += job_j / J_PER_KWH * cf_intensity
+
+        advanced: dict[str, float] = {}
         for cur in samples:
-            prev = self._last.get(cur.index)
-            self._last[cur.index] = cur
-            if prev is None or prev.uuid != cur.uuid:
+            st = self._dev.get(cur.index)
+            if st is None or st.last.uuid != cur.uuid:
+                self._dev[cur.index] = _DeviceState(
+                    last=cur, anchor=cur if cur.energy_j is not None else None
+                )
                 continue  # first sample of this device (or a different device): no interval
-            energy_j = device_energy_j(prev, cur, self.max_gap_s)
-            if energy_j is None:
-                continue
-            result.device_j[cur.index] = result.device_j.get(cur.index, 0.0) + energy_j
+            prev, st.last = st.last, cur
             dt_s = (cur.at - prev.at).total_seconds()
+            if dt_s <= 0:
+                continue
             mid = prev.at + (cur.at - prev.at) / 2
             shares = split_shares(holders.get(cur.index, []), (weights or {}).get(cur.index))
             if not shares:
-                result.idle_j += energy_j
-                continue
-            for job_id, share in shares.items():
-                hold = by_id[job_id]
-                job_j = energy_j * share
-                inc = result.jobs.setdefault(job_id, JobIncrement())
-                inc.energy_j += job_j
-                advanced[job_id] = max(advanced.get(job_id, 0.0), dt_s)
-                key = (hold.region, mid)
-                if key not in priced:
-                    value = intensity_at(hold.region, mid)
-                    priced[key] = value
-                    if value is not None:
-                        self.history.record(hold.region, mid, value)
-                intensity = priced[key]
-                offset_s = self._run_s.get(job_id, 0.0) + dt_s / 2
-                cf_when = hold.submitted_at + timedelta(seconds=offset_s)
-                cf_intensity = self.history.at(hold.region, cf_when)
-                if cf_intensity is None:
-                    cf_intensity = intensity_at(hold.region, cf_when)
-                if intensity is None or cf_intensity is None:
-                    inc.unpriced_j += job_j
-                    continue
-                inc.emissions_g += job_j / J_PER_KWH * intensity
-                inc.counterfactual_g += job_j / J_PER_KWH * cf_intensity
+                shares = {IDLE: 1.0}
+            for job_id in shares:
+                if job_id != IDLE:
+                    advanced[job_id] = max(advanced.get(job_id, 0.0), dt_s)
+
+            anchor = st.anchor
+            counter_j: float | None = None
+            if (
+                cur.energy_j is not None
+                and anchor is not None
+                and anchor.energy_j is not None
+                and cur.energy_j >= anchor.energy_j
+            ):
+                counter_j = cur.energy_j - anchor.energy_j
+            integrated_j = _trapezoid_j(prev, cur, dt_s) if dt_s <= self.max_gap_s else None
+
+            if counter_j is not None and prev is anchor:
+                # The counter at both ends of the interval: exact.
+                interval_j = counter_j
+                corrections: dict[str, float] = {}
+            elif counter_j is not None:
+                # The counter closes a window integrated sample by sample: scale what was
+                # given out in the window (and this interval) so the total is the counter's.
+                this_j = integrated_j or 0.0
+                given_j = sum(st.provisional_j.values()) + this_j
+                if given_j > 0:
+                    factor = counter_j / given_j
+                    interval_j = this_j * factor
+                    corrections = {j: e * (factor - 1) for j, e in st.provisional_j.items() if e}
+                else:  # nothing integrated in the window (e.g. a gap): the current holders
+                    interval_j = counter_j
+                    corrections = {}
+            elif integrated_j is not None:
+                interval_j = integrated_j
+                corrections = {}
+            else:
+                interval_j = None  # a long gap without a counter: not guessed
+                corrections = {}
+
+            if interval_j is not None:
+                result.device_j[cur.index] = result.device_j.get(cur.index, 0.0) + interval_j
+                for job_id, share in shares.items():
+                    charge(job_id, interval_j * share, mid, dt_s)
+            for job_id, extra_j in corrections.items():
+                result.device_j[cur.index] = result.device_j.get(cur.index, 0.0) + extra_j
+                charge(job_id, extra_j, mid, dt_s)
+
+            # Keep the window's record for the next counter reading.
+            if cur.energy_j is not None:
+                st.anchor = cur
+                st.provisional_j = {}
+            elif anchor is not None and interval_j is not None:
+                for job_id, share in shares.items():
+                    st.provisional_j[job_id] = (
+                        st.provisional_j.get(job_id, 0.0) + interval_j * share
+                    )
+            elif anchor is not None:
+                st.anchor = None  # a gap broke the window: start afresh at the next reading
+                st.provisional_j = {}
+
         for job_id, dt_s in advanced.items():
             self._run_s[job_id] = self._run_s.get(job_id, 0.0) + dt_s
         self._merge(result)
@@ -274,3 +360,9 @@ class EnergyAttributor:
             acc.emissions_g += inc.emissions_g
             acc.counterfactual_g += inc.counterfactual_g
             acc.unpriced_j += inc.unpriced_j
+
+
+def _trapezoid_j(prev: PowerSample, cur: PowerSample, dt_s: float) -> float:
+    p0 = prev.power_avg_w if prev.power_avg_w is not None else prev.power_w
+    p1 = cur.power_avg_w if cur.power_avg_w is not None else cur.power_w
+    return (p0 + p1) / 2 * dt_s

@@ -83,7 +83,7 @@ def _fmt(value: Any, spec: str = ".0f") -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    telemetry = NvmlTelemetry(SystemClock())
+    telemetry = NvmlTelemetry(SystemClock(), energy_every_s=0)
     try:
         jobs = {} if args.no_api else jobs_by_gpu(args.api)
         rows = collect(telemetry, jobs)

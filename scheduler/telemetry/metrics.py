@@ -2,8 +2,10 @@
 
 A custom collector on the registry passed in: `update(samples)` stores the latest reading of
 each device (cheap, on the sampling path) and a scrape turns them into metric families. The
-energy counter is exported as the device's own cumulative counter, so it never resets with
-the agent. Labels are only `gpu` (the index) and `uuid`: bounded by the hardware.
+energy counter is exported as the device's own cumulative counter (its last reading: the
+counter is read less often than power), so it never resets with the agent; a device without
+a counter exports power integrated by the agent. Labels are only `gpu` (the index) and
+`uuid`: bounded by the hardware.
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ class GpuCollector(Collector):
         self._lock = threading.Lock()
         self._latest: dict[int, PowerSample] = {}
         self._integrated_j: dict[int, float] = {}
+        self._counter_j: dict[int, tuple[str, float]] = {}
         registry.register(self)
 
     def update(self, samples: Sequence[PowerSample]) -> None:
         with self._lock:
             for s in samples:
                 prev = self._latest.get(s.index)
-                if s.energy_j is None and prev is not None and prev.uuid == s.uuid:
+                if s.energy_j is not None:
+                    self._counter_j[s.index] = (s.uuid, s.energy_j)
+                elif s.index not in self._counter_j and prev is not None and prev.uuid == s.uuid:
                     dt_s = (s.at - prev.at).total_seconds()
                     if 0 < dt_s <= 60:
                         p0 = prev.power_avg_w if prev.power_avg_w is not None else prev.power_w
@@ -79,8 +84,9 @@ class GpuCollector(Collector):
             s = latest[index]
             lv = [str(index), s.uuid]
             power.add_metric(lv, s.power_w)
-            if s.energy_j is not None:
-                energy.add_metric(lv, s.energy_j)
+            counter = self._counter_j.get(index)
+            if counter is not None and counter[0] == s.uuid:
+                energy.add_metric(lv, counter[1])  # the last reading (it may lag power)
             elif index in self._integrated_j:
                 energy.add_metric(lv, self._integrated_j[index])
             if s.power_limit_w is not None:

@@ -3,11 +3,14 @@
 `NvmlTelemetry` is the agent's `PowerSource`. It initialises NVML lazily, on first use
 (never in the constructor), caches device handles and the static facts of each device
 (name, UUID, MIG mode, limit constraints, which readings the driver supports), and keeps
-`sample()` cheap: per device one field-value call (instant power, 1 s average power, the
-current limit and the energy counter together) and the utilisation. On an H100 (driver 580)
-the field-value call took about 10 us, while nvmlDeviceGetTotalEnergyConsumption took about
-3.9 ms, so the counter is read as the field NVML_FI_DEV_ENERGY and the classic call is the
-fallback only. Process lists are read only by `processes()`, off the hot path.
+`sample()` cheap: per device one field-value call (instant power, 1 s average power and the
+current limit) and the utilisation, about 10 us each on an H100 (driver 580). Reading the
+energy counter cost about 4 ms of CPU there (as the field NVML_FI_DEV_ENERGY or through
+nvmlDeviceGetTotalEnergyConsumption alike), so it is read only every `energy_every_s`
+(default 10 s; 0: every sample), in the same field-value call, with the classic call as the
+fallback. Samples in between carry `energy_j=None`; the attribution integrates power over
+them and corrects the total to the counter at the next reading. Process lists are read only
+by `processes()`, off the hot path.
 
 Units: NVML speaks milliwatts and millijoules; everything leaving this module is in watts
 and joules.
@@ -26,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 from types import ModuleType
 from typing import Any
 
@@ -41,7 +45,8 @@ FI_POWER_AVERAGE = 185
 FI_POWER_INSTANT = 186
 FI_POWER_CURRENT_LIMIT = 190
 FI_ENERGY = 191  # total energy since the driver loaded, mJ (same as the counter call)
-_HOT_FIELDS = (FI_POWER_INSTANT, FI_POWER_AVERAGE, FI_POWER_CURRENT_LIMIT, FI_ENERGY)
+_POWER_FIELDS = (FI_POWER_INSTANT, FI_POWER_AVERAGE, FI_POWER_CURRENT_LIMIT)
+_POWER_AND_ENERGY_FIELDS = (*_POWER_FIELDS, FI_ENERGY)
 
 NVML_SUCCESS = 0
 NVML_ERROR_NOT_SUPPORTED = 3
@@ -176,7 +181,7 @@ class GpuDevice:
 class _Device:
     handle: Any
     info: GpuDevice
-    warned: set[str] = field(default_factory=set)
+    energy_read_at: datetime | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,8 +194,11 @@ class NvmlTelemetry:
     driver; the caller says "telemetry off" once and carries on.
     """
 
-    def __init__(self, clock: Clock, nvml: ModuleType | None = None) -> None:
+    def __init__(
+        self, clock: Clock, nvml: ModuleType | None = None, *, energy_every_s: float = 10.0
+    ) -> None:
         self.clock = clock
+        self.energy_every_s = energy_every_s
         self._nvml = nvml
         self._lock = threading.RLock()
         self._initialised = False
@@ -376,13 +384,20 @@ class NvmlTelemetry:
                     dev.info.lost = True
             return out
 
-    def _sample_one(self, dev: _Device, now: Any) -> PowerSample:
+    def _sample_one(self, dev: _Device, now: datetime) -> PowerSample:
         nv = self._module()
         info, h, i = dev.info, dev.handle, dev.info.index
         instant_w = avg_w = limit_w = energy_j = None
+        last = dev.energy_read_at
+        want_energy = (
+            self.energy_every_s <= 0
+            or last is None
+            or (now - last).total_seconds() >= 0.95 * self.energy_every_s
+        )
         if info.fields_supported:
+            fields = _POWER_AND_ENERGY_FIELDS if want_energy else _POWER_FIELDS
             values = self._optional(
-                f"read GPU {i} power fields", nv.nvmlDeviceGetFieldValues, h, list(_HOT_FIELDS)
+                f"read GPU {i} power fields", nv.nvmlDeviceGetFieldValues, h, list(fields)
             )
             if values is None:
                 info.fields_supported = False
@@ -403,7 +418,7 @@ class NvmlTelemetry:
         if instant_w is None:
             usage = self._call(f"read GPU {i} power", nv.nvmlDeviceGetPowerUsage, h)
             instant_w = usage / 1000
-        if energy_j is None and info.energy_supported:
+        if want_energy and energy_j is None and info.energy_supported:
             mj = self._optional(
                 f"read GPU {i} energy counter", nv.nvmlDeviceGetTotalEnergyConsumption, h
             )
@@ -412,6 +427,8 @@ class NvmlTelemetry:
                 log.info("GPU %d has no energy counter; energy is integrated from power", i)
             else:
                 energy_j = mj / 1000
+        if energy_j is not None:
+            dev.energy_read_at = now
         if limit_w is None and info.limits is not None:
             mw = self._optional(
                 f"read GPU {i} power limit", nv.nvmlDeviceGetPowerManagementLimit, h

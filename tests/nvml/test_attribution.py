@@ -154,32 +154,65 @@ def test_intensity_history_step_function() -> None:
 
 def test_counter_and_integrated_power_agree_on_steady_load(fake_nvml: FakeNvml) -> None:
     """Per-job energy from the counter and from integrated (1 s average) power agree within
-    2 % on the fake's steady loads, with a ripple on top and a cap change half-way."""
+    2 % on the fake's steady loads, with a ripple on top and a cap change half-way. A third
+    accounting reads the counter only every 10 s (as the agent does) and integrates between:
+    it matches the counter at each reading."""
     state = fake_nvml.state
     state.change(0, demand_w=420.0, ripple_w=35.0, ripple_period_s=7.3)
     state.change(1, demand_w=250.0, ripple_w=15.0, ripple_period_s=3.1)
     clock = FakeClock(T0)
-    telemetry = NvmlTelemetry(clock)
+    every_sample = NvmlTelemetry(clock, energy_every_s=0)
+    every_10s = NvmlTelemetry(clock, energy_every_s=10)
     jobs = [JobHolding("big", [0], T0, "r"), JobHolding("small", [1], T0, "r")]
     by_counter = EnergyAttributor()
     by_power = EnergyAttributor()
+    by_sparse_counter = EnergyAttributor()
+    sparse_readings = 0
     try:
-        for second in range(600):
+        for second in range(601):
             if second == 300:
-                telemetry.set_power_limit_w(0, 330.0)  # the load on GPU 0 now follows the cap
+                every_sample.set_power_limit_w(0, 330.0)  # GPU 0's load now follows the cap
                 state.sync_from_file()
-            samples = telemetry.sample()
+            samples = every_sample.sample()
             by_counter.add(samples, jobs, flat(300))
             stripped = [s.model_copy(update={"energy_j": None}) for s in samples]
             by_power.add(stripped, jobs, flat(300))
+            sparse = every_10s.sample()
+            sparse_readings += sparse[0].energy_j is not None
+            by_sparse_counter.add(sparse, jobs, flat(300))
             state.advance(1.0)
             clock.advance(1.0)
     finally:
-        telemetry.close()
+        every_sample.close()
+        every_10s.close()
+    assert sparse_readings == 61  # the counter was read every 10 s, not every second
     for job in ("big", "small"):
         counted = by_counter.totals.jobs[job].energy_j
         integrated = by_power.totals.jobs[job].energy_j
+        sparse_j = by_sparse_counter.totals.jobs[job].energy_j
         assert counted > 0
         assert abs(integrated - counted) / counted < 0.02, (job, counted, integrated)
-    # and the counter matches the fake's model: 300 s at ~420 W then 299 s at ~330 W
-    assert by_counter.totals.jobs["big"].energy_j == pytest.approx(300 * 420 + 299 * 330, rel=0.01)
+        # 600 s is a whole number of 10 s windows: the sparse counter gives the same total
+        assert sparse_j == pytest.approx(counted, rel=1e-6), (job, counted, sparse_j)
+        grams = by_sparse_counter.totals.jobs[job].emissions_g
+        assert grams == pytest.approx(sparse_j / 3.6e6 * 300, rel=1e-6)
+    # and the counter matches the fake's model: 300 s at ~420 W then 300 s at ~330 W
+    assert by_counter.totals.jobs["big"].energy_j == pytest.approx(300 * 420 + 300 * 330, rel=0.01)
+
+
+def test_sparse_counter_correction_is_shared_by_the_windows_holders() -> None:
+    """Job a holds the GPU for the first half of a counter window, job b for the second;
+    power says 100 W throughout but the counter says 300 W on average: both are scaled x3."""
+    att = EnergyAttributor()
+    a = [JobHolding("a", [0], T0, "r")]
+    b = [JobHolding("b", [0], T0, "r")]
+    att.add([ps(0, 0, 100, 0.0)], a, flat(100))
+    for t in range(1, 6):
+        att.add([ps(0, t, 100, None)], a, flat(100))
+    for t in range(6, 10):
+        att.add([ps(0, t, 100, None)], b, flat(100))
+    att.add([ps(0, 10, 100, 3000.0)], b, flat(100))
+    jobs = att.totals.jobs
+    assert jobs["a"].energy_j == pytest.approx(1500.0)
+    assert jobs["b"].energy_j == pytest.approx(1500.0)
+    assert att.totals.device_j[0] == pytest.approx(3000.0)

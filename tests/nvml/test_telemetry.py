@@ -69,7 +69,7 @@ def test_sample_reads_power_energy_limit_and_utilisation(
 
 def test_energy_counter_is_monotonic_and_in_joules(backend: str, request) -> None:
     clock = FakeClock()
-    t = NvmlTelemetry(clock)
+    t = NvmlTelemetry(clock, energy_every_s=0)  # the counter in every sample
     try:
         first = t.sample()
         if backend == "fake":
@@ -207,7 +207,7 @@ def test_lost_gpu_is_left_out_and_comes_back(fake_nvml: FakeNvml) -> None:
 
 def test_unsupported_readings_fall_back(fake_nvml: FakeNvml) -> None:
     fake_nvml.state.change(0, energy_supported=0, fields_supported=0, ripple_w=30.0)
-    t = NvmlTelemetry(SystemClock())
+    t = NvmlTelemetry(SystemClock(), energy_every_s=0)
     try:
         s0 = t.sample()[0]
         assert s0.energy_j is None  # no counter: the attribution integrates power
@@ -289,7 +289,7 @@ def test_concurrent_sampling_is_safe(fake_nvml: FakeNvml) -> None:
 def test_energy_from_the_classic_call_where_the_field_is_missing(fake_nvml: FakeNvml) -> None:
     """Drivers without NVML_FI_DEV_ENERGY: the counter comes from the classic call."""
     fake_nvml.state.change(0, fields_supported=0)
-    t = NvmlTelemetry(SystemClock())
+    t = NvmlTelemetry(SystemClock(), energy_every_s=0)
     try:
         before = fake_nvml.calls("nvmlDeviceGetTotalEnergyConsumption")
         first = t.sample()[0]
@@ -300,3 +300,23 @@ def test_energy_from_the_classic_call_where_the_field_is_missing(fake_nvml: Fake
     assert fake_nvml.calls("nvmlDeviceGetTotalEnergyConsumption") == before + 2
     assert first.energy_j is not None and second.energy_j is not None
     assert second.energy_j - first.energy_j == pytest.approx(2000.0)  # 5 s at 400 W
+
+
+def test_energy_counter_read_every_energy_every_s(fake_nvml: FakeNvml) -> None:
+    """The counter is slow on real drivers: read with the power fields only every 10 s."""
+    clock = FakeClock()
+    t = NvmlTelemetry(clock, energy_every_s=10)
+    classic = fake_nvml.calls("nvmlDeviceGetTotalEnergyConsumption")
+    got = []
+    try:
+        for _ in range(25):
+            got.append(t.sample()[0].energy_j)
+            fake_nvml.state.advance(1.0)
+            clock.advance(1.0)
+    finally:
+        t.close()
+    read_at = [i for i, e in enumerate(got) if e is not None]
+    assert read_at == [0, 10, 20]
+    assert got[10] == pytest.approx(4000.0)  # 10 s at 400 W
+    # the field-value call carried it
+    assert fake_nvml.calls("nvmlDeviceGetTotalEnergyConsumption") == classic
