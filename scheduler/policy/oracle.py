@@ -1,0 +1,238 @@
+"""The offline oracle: the least-emission schedule with perfect knowledge of the intensity,
+under the same releases, deadlines, regions and GPU capacity as the online policies.
+
+Solved exactly as a mixed-integer programme with scipy's HiGHS (`scipy.optimize.milp`):
+
+- a non-interruptible job picks one (region, start) with a binary per option; its cost is
+  the energy over its run at the actual intensity, a partly used last slot counted pro rata;
+- an interruptible job picks a region (binary z), slots it runs in (binary y) and how much
+  of each it uses (x = y but for one partly used slot); every run after the first pays
+  the job's checkpoint cost as extra run time and energy: sum(x) = work + overhead x
+  (runs - 1), with run starts u >= y[t] - y[t-1];
+- capacity: in every (region, slot) the GPUs of the jobs running there fit.
+
+Jobs that cannot compete for capacity (no region can ever be full) are solved one by one,
+which is exact and much faster; otherwise one programme couples them all.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import coo_matrix
+
+from ..errors import ValidationError
+
+_EPS = 1e-9
+
+
+@dataclass
+class OracleJob:
+    """One job in slot units of the intensity grid."""
+
+    job_id: str
+    release: int  # first slot it may use
+    duration: float  # work, in slots
+    deadline: float  # must finish by this (fractional) slot time
+    gpus: int
+    energy_kwh_per_slot: float
+    regions: list[int]
+    interruptible: bool = False
+    overhead: float = 0.0  # checkpoint cost, in slots
+
+
+@dataclass
+class OracleResult:
+    emissions_g: float
+    per_job_g: dict[str, float]
+    status: str
+    exact: bool
+    schedule: dict[str, list[tuple[int, int, float]]] = field(default_factory=dict)
+
+
+class _Model:
+    def __init__(self) -> None:
+        self.cost: list[float] = []
+        self.integ: list[int] = []
+        self.ub: list[float] = []
+        self.rows: list[tuple[dict[int, float], float, float]] = []
+
+    def var(self, cost: float, integer: bool, ub: float = 1.0) -> int:
+        self.cost.append(cost)
+        self.integ.append(1 if integer else 0)
+        self.ub.append(ub)
+        return len(self.cost) - 1
+
+    def row(self, coefs: dict[int, float], lo: float, hi: float) -> None:
+        self.rows.append((coefs, lo, hi))
+
+    def solve(self, time_limit_s: float) -> tuple[np.ndarray | None, str, bool]:
+        n = len(self.cost)
+        r, c, v, lo, hi = [], [], [], [], []
+        for i, (coefs, a, b) in enumerate(self.rows):
+            for j, val in coefs.items():
+                r.append(i)
+                c.append(j)
+                v.append(val)
+            lo.append(a)
+            hi.append(b)
+        cons = []
+        if self.rows:
+            a_mat = coo_matrix((v, (r, c)), shape=(len(self.rows), n)).tocsr()
+            cons = [LinearConstraint(a_mat, np.array(lo), np.array(hi))]
+        res = milp(
+            np.array(self.cost),
+            constraints=cons,
+            integrality=np.array(self.integ),
+            bounds=Bounds(np.zeros(n), np.array(self.ub)),
+            options={"time_limit": time_limit_s, "mip_rel_gap": 1e-6, "disp": False},
+        )
+        exact = res.status == 0
+        return (res.x if res.x is not None else None), str(res.message), exact
+
+
+def _window_cost(row: np.ndarray, s: int, d: float) -> float:
+    full = math.floor(d + _EPS)
+    frac = d - full
+    out = float(row[s : s + full].sum())
+    if frac > _EPS:
+        out += frac * float(row[s + full])
+    return out
+
+
+def _add_job(m: _Model, job: OracleJob, inten: np.ndarray, occupancy: dict) -> list:
+    """Add one job's variables; record its capacity use; return how to read its schedule."""
+    n_t = inten.shape[1]
+    e = job.energy_kwh_per_slot
+    if not job.interruptible:
+        ls = math.floor(job.deadline - job.duration + _EPS)
+        ls = min(ls, n_t - math.ceil(job.duration - _EPS))
+        opts = []
+        for r in job.regions:
+            for s in range(job.release, ls + 1):
+                j = m.var(e * _window_cost(inten[r], s, job.duration), True)
+                opts.append((j, r, s))
+                for t in range(s, s + max(1, math.ceil(job.duration - _EPS))):
+                    occupancy.setdefault((r, t), {})[j] = job.gpus
+        if not opts:
+            raise ValidationError(
+                f"job {job.job_id} cannot finish between slot {job.release} and its deadline "
+                f"{job.deadline:.2f} within the trace; lengthen the trace or the deadline"
+            )
+        m.row({j: 1.0 for j, _, _ in opts}, 1.0, 1.0)
+        return [("fixed", opts)]
+    dl = min(math.floor(job.deadline + _EPS), n_t)
+    zs = {}
+    parts = []
+    total_x: dict[int, float] = {}
+    starts: dict[int, float] = {}
+    partial: dict[int, float] = {}
+    for r in job.regions:
+        z = m.var(0.0, True)
+        zs[r] = z
+        prev_y = None
+        for t in range(job.release, dl):
+            y = m.var(0.0, True)
+            x = m.var(e * float(inten[r, t]), False)
+            u = m.var(0.0, False)
+            w = m.var(0.0, True)
+            partial[w] = 1.0
+            m.row({x: 1.0, y: -1.0}, -np.inf, 0.0)  # x <= y
+            m.row({x: 1.0, y: -1.0, w: 1.0}, 0.0, np.inf)  # x >= y - w: full unless partial
+            m.row({y: 1.0, z: -1.0}, -np.inf, 0.0)  # y <= z
+            coefs = {u: 1.0, y: -1.0}
+            if prev_y is not None:
+                coefs[prev_y] = 1.0
+            m.row(coefs, 0.0, np.inf)  # u >= y[t] - y[t-1]
+            total_x[x] = 1.0
+            starts[u] = 1.0
+            occupancy.setdefault((r, t), {})[y] = job.gpus
+            parts.append((r, t, x))
+            prev_y = y
+    m.row(dict.fromkeys(zs.values(), 1.0), 1.0, 1.0)
+    m.row(partial, 0.0, 1.0)  # at most one partly used slot (the last one)
+    m.row(dict(starts), 1.0, np.inf)  # it starts at least once
+    # sum x - overhead * sum u = work - overhead (the first start is free)
+    coefs = dict(total_x)
+    for u in starts:
+        coefs[u] = -job.overhead
+    m.row(coefs, job.duration - job.overhead, job.duration - job.overhead)
+    if dl - job.release < job.duration - _EPS:
+        raise ValidationError(
+            f"interruptible job {job.job_id} needs {job.duration:.2f} slots but has "
+            f"{dl - job.release} before its deadline"
+        )
+    return [("flex", parts)]
+
+
+def solve(
+    jobs: list[OracleJob],
+    intensity: np.ndarray,
+    capacity: np.ndarray | None = None,
+    time_limit_s: float = 120.0,
+) -> OracleResult:
+    """The least-emission feasible schedule. `intensity` is (regions, slots) in g/kWh;
+    `capacity` (regions,) GPUs, inf for unlimited."""
+    inten = np.atleast_2d(np.asarray(intensity, dtype=float))
+    n_r = inten.shape[0]
+    cap = np.full(n_r, np.inf) if capacity is None else np.asarray(capacity, dtype=float)
+    demand = np.zeros(n_r)
+    for j in jobs:
+        for r in j.regions:
+            demand[r] += j.gpus
+    coupled = bool(np.any(demand > cap))
+    groups = [jobs] if coupled else [[j] for j in jobs]
+    per_job: dict[str, float] = {}
+    schedule: dict[str, list[tuple[int, int, float]]] = {}
+    exact = True
+    status = "optimal"
+    for group in groups:
+        if not coupled and not group[0].interruptible:
+            j = group[0]  # one non-interruptible job: enumerate its options
+            best = (math.inf, -1, -1)
+            ls = math.floor(j.deadline - j.duration + _EPS)
+            ls = min(ls, inten.shape[1] - math.ceil(j.duration - _EPS))
+            for r in j.regions:
+                for s in range(j.release, ls + 1):
+                    c = j.energy_kwh_per_slot * _window_cost(inten[r], s, j.duration)
+                    if c < best[0]:
+                        best = (c, r, s)
+            if best[1] < 0:
+                raise ValidationError(
+                    f"job {j.job_id} cannot finish before its deadline within the trace"
+                )
+            per_job[j.job_id] = best[0]
+            schedule[j.job_id] = [(best[1], best[2], j.duration)]
+            continue
+        m = _Model()
+        occupancy: dict[tuple[int, int], dict[int, float]] = {}
+        readers = [(j, _add_job(m, j, inten, occupancy)) for j in group]
+        if coupled:
+            for (r, _t), coefs in occupancy.items():
+                if math.isfinite(cap[r]):
+                    m.row(coefs, -np.inf, float(cap[r]))
+        x, msg, ok = m.solve(time_limit_s)
+        if x is None:
+            raise ValidationError(f"the oracle found no feasible schedule: {msg}")
+        if not ok:
+            exact = False
+            status = msg
+        for j, reader in readers:
+            kind, items = reader[0]
+            if kind == "fixed":
+                chosen = max(items, key=lambda it: x[it[0]])
+                per_job[j.job_id] = float(m.cost[chosen[0]])
+                schedule[j.job_id] = [(chosen[1], chosen[2], j.duration)]
+            else:
+                per_job[j.job_id] = float(sum(m.cost[xi] * x[xi] for _, _, xi in items))
+                schedule[j.job_id] = [(r, t, float(x[xi])) for r, t, xi in items if x[xi] > 1e-6]
+    return OracleResult(
+        emissions_g=float(sum(per_job.values())),
+        per_job_g=per_job,
+        status=status,
+        exact=exact,
+        schedule=schedule,
+    )

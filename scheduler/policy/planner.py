@@ -1,0 +1,952 @@
+"""gridshift's carbon planner: time shifting, suspend/resume, relocation and capacity.
+
+`CarbonPlanner.plan(snapshot)` is pure (no I/O, no clock but `snapshot.now`). It works on a
+grid of slots of `slot_s` seconds starting at `snapshot.now`: slot 0 is "now". Every
+region's current value and forecast are turned into one numpy row per region once per plan.
+
+How a job is planned:
+
+- **Not yet started, not interruptible**: the (region, start slot) with the lowest forecast
+  emissions over the job's remaining duration, among the regions the job allows whose
+  signal is fresh, with a start no later than its latest start. Window sums come from a
+  cumulative sum, vectorised over every job of the same duration.
+- **Interruptible**: an exact dynamic programme over (slot, work left, state) with three
+  states (never started, suspended, running). Every (re)start commits to a block of at least
+  `min_run_s`; a resume pays the job's `checkpoint_cost_s` as extra energy, so the plan
+  only splits a job where the gap is worth more than the checkpoint, and never thrashes.
+  Slots after the deadline (less one checkpoint) cost "infinity".
+- **Capacity**: jobs are committed in order of latest start (least slack first); a job whose
+  best choice would overfill a region in any slot is re-planned against what is left.
+  Running jobs hold their GPUs until they end.
+- **Hysteresis**: a held job keeps its planned (region, start) unless a new plan is cheaper
+  by more than `hysteresis_fraction`; a job starts now unless waiting saves more than
+  `min_saving_fraction`; a running interruptible job is suspended only if the plan with the
+  suspension (checkpoint included) beats running on by more than `hysteresis_fraction`.
+  A started non-interruptible job is never touched.
+- **Forecast noise**: before planning, each forecast row is shrunk towards a short moving
+  average by an amount that grows with the high-frequency roughness of the row (the
+  signature of forecast error), so the plan does not chase noise.
+- **Fail open**: a region whose signal is not fresh is never chosen while a fresh one is
+  allowed; a job with no fresh region starts now (never held past its latest start).
+
+Energy for the estimates: `JobSpec.expected_power_w`, else 300 W per GPU (100 W without a
+GPU), as in `window.expected_power_w`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..models import Action, Decision, Job, JobState, Snapshot
+from .window import expected_power_w
+
+BIG = 1e15
+_CANDIDATES = 24
+_ROUNDS = 8
+_EPS = 1e-9
+
+
+class CarbonPlannerConfig(BaseModel):
+    """Tuning of `CarbonPlanner`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slot_s: float = Field(default=1800.0, gt=0, description="planning resolution")
+    horizon_s: float = Field(default=8 * 86400.0, gt=0, description="furthest slot planned")
+    min_saving_fraction: float = Field(
+        default=0.001, ge=0, lt=1, description="hold a job only if waiting saves this much"
+    )
+    hysteresis_fraction: float = Field(
+        default=0.15, ge=0, lt=1, description="change an existing plan only for this much gain"
+    )
+    suspend_margin_fraction: float = Field(
+        default=0.01, ge=0, description="suspend only for this share of a slot's emissions"
+    )
+    default_min_run_s: float = Field(
+        default=3600.0, ge=0, description="shortest run of an interruptible job, if unset"
+    )
+    denoise: bool = Field(default=True, description="shrink noisy forecasts towards a mean")
+    denoise_floor_fraction: float = Field(
+        default=0.02, gt=0, description="roughness (fraction of the mean) treated as signal"
+    )
+    wait_tiebreak_fraction: float = Field(
+        default=1e-5, ge=0, description="per-slot penalty that prefers earlier equal starts"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Grid helpers (shared with the baselines)
+
+
+@dataclass
+class Grid:
+    """Intensity per region on the slot grid that starts at `now`."""
+
+    now: datetime
+    slot_s: float
+    regions: list[str]
+    index: dict[str, int]
+    intensity: np.ndarray  # (R, T) g/kWh; unknown slots hold the row's mean
+    known: np.ndarray  # (R, T) bool: covered by the current value or the forecast
+    fresh: np.ndarray  # (R,) bool
+    capacity: np.ndarray  # (R,) float, inf = unlimited
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def slots(self) -> int:
+        return int(self.intensity.shape[1])
+
+    def at(self, slot: int) -> datetime:
+        return self.now + timedelta(seconds=slot * self.slot_s)
+
+
+def job_regions(job: Job, default_region: str) -> list[str]:
+    if job.spec.allowed_regions:
+        return list(job.spec.allowed_regions)
+    return [job.region or default_region]
+
+
+def build_grid(snapshot: Snapshot, slot_s: float, horizon_slots: int) -> Grid:
+    """Turn every region's current value and forecast into numpy rows (once per plan)."""
+    names: list[str] = list(snapshot.regions)
+    for job in snapshot.jobs:
+        for r in job_regions(job, snapshot.default_region):
+            if r not in snapshot.regions and r not in names:
+                names.append(r)
+    if snapshot.default_region not in names:
+        names.append(snapshot.default_region)
+    t0 = snapshot.now.timestamp()
+    n_r, n_t = len(names), max(1, horizon_slots)
+    values = np.full((n_r, n_t), np.nan)
+    fresh = np.zeros(n_r, dtype=bool)
+    errors: dict[str, str] = {}
+    edges = t0 + slot_s * np.arange(n_t)
+    mids = edges + slot_s / 2
+    for i, name in enumerate(names):
+        sig = snapshot.regions.get(name)
+        if sig is None:
+            errors[name] = "no signal configured"
+            continue
+        fresh[i] = bool(sig.fresh)
+        if not sig.fresh:
+            errors[name] = sig.error or "signal is stale"
+        row = values[i]
+        if sig.forecast is not None and sig.forecast.points:
+            pts = sig.forecast.points
+            starts = np.fromiter((p.start.timestamp() for p in pts), float, len(pts))
+            ends = np.fromiter((p.end.timestamp() for p in pts), float, len(pts))
+            vals = np.fromiter((p.intensity_g_per_kwh for p in pts), float, len(pts))
+            k = np.searchsorted(starts, mids, side="right") - 1
+            ok = (k >= 0) & (mids < ends[np.clip(k, 0, None)])
+            row[ok] = vals[k[ok]]
+        cur = sig.current
+        if cur is not None:
+            c0, c1 = cur.start.timestamp(), cur.end.timestamp()
+            covered = (mids >= c0) & (mids < c1)
+            covered[0] = True  # the value measured now stands for slot 0
+            row[covered] = cur.intensity_g_per_kwh
+    known = ~np.isnan(values)
+    for i in range(n_r):
+        if known[i].any():
+            values[i, ~known[i]] = float(np.mean(values[i, known[i]]))
+        else:
+            values[i, :] = 0.0
+            fresh[i] = False
+            errors.setdefault(names[i], "no intensity values")
+    cap = np.full(n_r, np.inf)
+    for i, name in enumerate(names):
+        c = snapshot.capacity_gpus.get(name)
+        if c is not None:
+            cap[i] = float(c)
+    return Grid(
+        now=snapshot.now,
+        slot_s=slot_s,
+        regions=names,
+        index={n: i for i, n in enumerate(names)},
+        intensity=values,
+        known=known,
+        fresh=fresh,
+        capacity=cap,
+        errors=errors,
+    )
+
+
+def denoise_rows(values: np.ndarray, floor_fraction: float) -> np.ndarray:
+    """Shrink each row towards its 5-slot triangular moving average, by as much as the row
+    looks noisy.
+
+    Independent forecast errors of variance v make successive second differences strongly
+    negatively correlated (their lag-1 covariance is -4v), while a real grid signal, which
+    moves in ramps and bends rarely, leaves them nearly uncorrelated. So v is estimated from
+    the negative part of that covariance: about zero for a clean forecast, which is left
+    (almost) untouched. The weight is v / (v + floor), with
+    floor = (`floor_fraction` x mean)^2.
+    """
+    out = values.copy()
+    if values.shape[1] < 8:
+        return out
+    kernel = np.array([1.0, 2.0, 3.0, 2.0, 1.0]) / 9.0
+    for i in range(values.shape[0]):
+        row = values[i]
+        mean = float(np.mean(row))
+        if mean <= 0:
+            continue
+        d2 = np.diff(row[1:], n=2)  # slot 0 is a measurement, not a forecast
+        if d2.size < 4:
+            continue
+        noise = max(0.0, -float(np.mean(d2[1:] * d2[:-1]))) / 4.0
+        if noise <= 0.0:
+            continue
+        w = noise / (noise + (floor_fraction * mean) ** 2)
+        padded = np.concatenate([row[:1].repeat(2), row, row[-1:].repeat(2)])
+        smooth = np.convolve(padded, kernel, mode="valid")
+        out[i] = (1 - w) * row + w * smooth
+        out[i, 0] = row[0]  # the value measured now is not a forecast
+    return out
+
+
+def window_sums(row_cum: np.ndarray, row: np.ndarray, n_starts: int, d_slots: float) -> np.ndarray:
+    """Sum of intensity over [s, s + d) for every start s < n_starts (rows on axis 0)."""
+    full = math.floor(d_slots + _EPS)
+    frac = d_slots - full
+    s = np.arange(n_starts)
+    out = row_cum[:, s + full] - row_cum[:, s]
+    if frac > _EPS:
+        out = out + frac * row[:, s + full]
+    return out
+
+
+def _fail_open(grid: Grid, region: str) -> str:
+    return f"{grid.errors.get(region, 'no fresh signal')} for {region}: running now (fail open)"
+
+
+def fmt_t(t: datetime) -> str:
+    """'06-01 14:30Z' (UTC), cheaply: called for every decision."""
+    return f"{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}Z"
+
+
+# --------------------------------------------------------------------------------------------
+# Interruptible jobs: exact dynamic programme
+
+
+@dataclass
+class _IntJob:
+    pos: int  # index in the plan's job list
+    job: Job
+    state: int  # 0 fresh, 1 suspended, 2 running
+    k: int  # work left, slots
+    m: int  # minimum run, slots
+    deadline_slot: int  # first slot that may not be used
+    overhead_frac: float  # checkpoint cost as a fraction of a slot's energy
+    work_slots: float  # exact work left (with a pending resume), slots
+    energy_kwh: float  # per slot
+    region_i: int
+    deadline_full: int = 0  # deadline slot before any reserve for checkpoints
+
+
+def solve_interruptible(
+    cost: np.ndarray, jobs: list[_IntJob], n_t: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Exact plans for a batch of interruptible jobs.
+
+    cost: (B, n_t) grams per slot of running (BIG where the slot may not be used).
+    Returns (value (B,) grams of the best plan from the job's state, run mask (B, n_t),
+    first run slot (B,) or -1, value (B,) of the best plan that runs in slot 0).
+    """
+    b = len(jobs)
+    kmax = max(j.k for j in jobs)
+    ks = np.arange(kmax + 1)
+    m = np.array([j.m for j in jobs])[:, None]
+    ov = np.array([j.overhead_frac for j in jobs])
+    pref = np.zeros((b, n_t + 1))
+    pref[:, 1:] = np.cumsum(cost, axis=1)
+    p_k = np.minimum(m, ks[None, :])  # progress of a block started with k left
+    rows = np.arange(b)[:, None]
+    v_on = np.full((n_t + 1, b, kmax + 1), BIG)
+    v_on[:, :, 0] = 0.0
+    v_off = np.full((b, kmax + 1), BIG)
+    v_off[:, 0] = 0.0
+    v_fr = v_off.copy()
+    start_off = np.zeros((n_t, b, kmax + 1), dtype=bool)
+    start_fr = np.zeros((n_t, b, kmax + 1), dtype=bool)
+    keep_on = np.zeros((n_t, b, kmax + 1), dtype=bool)
+    for t in range(n_t - 1, -1, -1):
+        end = t + p_k  # (B, K+1)
+        ok = end <= n_t
+        end_c = np.minimum(end, n_t)
+        block = pref[rows, end_c] - pref[:, t : t + 1]
+        after = v_on[end_c, rows, ks[None, :] - p_k]
+        base = np.where(ok, block + after, BIG)
+        base[:, 0] = 0.0
+        c_t = cost[:, t : t + 1]
+        cand_off = base + ov[:, None] * c_t
+        so = cand_off < v_off
+        v_off = np.where(so, cand_off, v_off)
+        sf = base < v_fr
+        v_fr = np.where(sf, base, v_fr)
+        cont = np.full((b, kmax + 1), BIG)
+        cont[:, 1:] = c_t + v_on[t + 1, :, :-1]
+        ko = cont <= v_off
+        von = np.where(ko, cont, v_off)
+        von[:, 0] = 0.0
+        v_on[t] = np.minimum(von, BIG)
+        start_off[t], start_fr[t], keep_on[t] = so, sf, ko
+        if t == 0:
+            cont0 = cont
+    # Forward trace from each job's own state.
+    state = np.array([j.state for j in jobs])
+    k = np.array([j.k for j in jobs])
+    ib = np.arange(b)
+    cont_now = cont0[ib, np.array([j.k for j in jobs])]
+    value = np.where(state == 2, v_on[0, ib, k], np.where(state == 1, v_off[ib, k], v_fr[ib, k]))
+    run = np.zeros((b, n_t), dtype=bool)
+    first = np.full(b, -1)
+    block_left = np.zeros(b, dtype=int)
+    idx = np.arange(b)
+    for t in range(n_t):
+        active = k > 0
+        if not active.any():
+            break
+        in_block = block_left > 0
+        # Decide for jobs not inside a committed block.
+        free = active & ~in_block
+        starts = np.zeros(b, dtype=bool)
+        stays_on = np.zeros(b, dtype=bool)
+        kk = np.clip(k, 0, kmax)
+        on = free & (state == 2)
+        stays_on[on] = keep_on[t, idx[on], kk[on]]
+        off = free & (state == 1)
+        starts[off] = start_off[t, idx[off], kk[off]]
+        fr = free & (state == 0)
+        starts[fr] = start_fr[t, idx[fr], kk[fr]]
+        first = np.where(starts & (first < 0), t, first)
+        first = np.where(stays_on & (first < 0), t, first)
+        block_left = np.where(starts, np.minimum(m[:, 0], k), block_left)
+        running = (block_left > 0) | stays_on
+        run[:, t] = running & active
+        state = np.where(running, 2, np.where(on & ~stays_on, 1, state))
+        k = k - run[:, t].astype(int)
+        block_left = np.maximum(block_left - 1, 0)
+    return value, run, first, cont_now
+
+
+# --------------------------------------------------------------------------------------------
+# The planner
+
+
+@dataclass
+class _Plan:
+    region_i: int
+    start: int  # slot; -1 when none
+    cost_g: float
+    now_cost_g: float
+    run: np.ndarray | None = None
+    remaining_s: float = 0.0
+    latest_start: datetime | None = None
+    energy_kwh: float = 0.0
+
+
+class CarbonPlanner:
+    """gridshift's planner (see the module docstring)."""
+
+    def __init__(self, config: CarbonPlannerConfig | None = None) -> None:
+        self.config = config or CarbonPlannerConfig()
+
+    # ---------------------------------------------------------------- entry point
+    def plan(self, snapshot: Snapshot) -> list[Decision]:
+        cfg = self.config
+        slot_s = cfg.slot_s
+        now = snapshot.now
+        active = [j for j in snapshot.jobs if not j.state.terminal]
+        if not active:
+            return []
+        far = max(
+            (j.deadline - now).total_seconds() for j in active
+        )  # no job needs slots past its deadline
+        n_t = int(max(1, min(math.ceil(max(far, slot_s) / slot_s), cfg.horizon_s / slot_s)))
+        grid = build_grid(snapshot, slot_s, n_t)
+        inten = (
+            denoise_rows(grid.intensity, cfg.denoise_floor_fraction)
+            if cfg.denoise
+            else (grid.intensity)
+        )
+        n_r = len(grid.regions)
+        # Pad so windows that run past the horizon can be summed (unknown = the row mean).
+        longest = max(math.ceil(j.remaining_s / slot_s) for j in active) + 2
+        pad = np.repeat(inten.mean(axis=1, keepdims=True), longest, axis=1)
+        ext = np.concatenate([inten, pad], axis=1)
+        cum = np.zeros((n_r, ext.shape[1] + 1))
+        cum[:, 1:] = np.cumsum(ext, axis=1)
+        n_x = ext.shape[1]
+        limited = bool(np.isfinite(grid.capacity).any())
+        used = np.zeros((n_r, n_x))
+
+        decisions: list[Decision] = []
+        # Running jobs hold their GPUs.
+        for job in active:
+            if job.state == JobState.RUNNING and job.spec.gpus and job.region in grid.index:
+                n = math.ceil(job.remaining_s / slot_s - _EPS)
+                used[grid.index[job.region], : max(1, n)] += job.spec.gpus
+
+        fixed: list[Job] = []
+        flexible: list[Job] = []
+        for job in active:
+            if job.spec.interruptible:
+                flexible.append(job)
+            elif job.state in (JobState.PENDING, JobState.HELD):
+                fixed.append(job)
+            # running/suspended non-interruptible jobs are never touched
+        fixed.sort(
+            key=lambda j: (
+                j.deadline.timestamp() - j.remaining_s,
+                -j.spec.priority,
+                -j.spec.gpus,
+            )
+        )
+        plans = self._plan_fixed(fixed, grid, ext, cum, used, limited, n_t, snapshot)
+        for job, plan in zip(fixed, plans, strict=True):
+            decisions.extend(self._fixed_decisions(job, plan, grid, ext))
+        if flexible:
+            decisions.extend(self._plan_flexible(flexible, grid, ext, used, limited, n_t, snapshot))
+        return decisions
+
+    # ---------------------------------------------------------------- fixed (non-interruptible)
+    def _allowed(self, job: Job, grid: Grid, default_region: str) -> tuple[np.ndarray, bool]:
+        """Mask of regions the job may use, and whether any of them is fresh."""
+        mask = np.zeros(len(grid.regions), dtype=bool)
+        for r in job_regions(job, default_region):
+            mask[grid.index[r]] = True
+        fresh = mask & grid.fresh
+        if fresh.any():
+            return fresh, True
+        return mask, False
+
+    def _plan_fixed(
+        self,
+        jobs: list[Job],
+        grid: Grid,
+        ext: np.ndarray,
+        cum: np.ndarray,
+        used: np.ndarray,
+        limited: bool,
+        n_t: int,
+        snapshot: Snapshot,
+    ) -> list[_Plan]:
+        cfg = self.config
+        slot_s = cfg.slot_s
+        now_s = snapshot.now.timestamp()
+        n_j = len(jobs)
+        if n_j == 0:
+            return []
+        n_r = len(grid.regions)
+        rem = [j.remaining_s for j in jobs]
+        d_slots = np.array(rem) / slot_s
+        ls = np.array(
+            [
+                math.floor((j.deadline.timestamp() - r - now_s) / slot_s + _EPS)
+                for j, r in zip(jobs, rem, strict=True)
+            ]
+        )
+        ls = np.clip(ls, 0, n_t - 1)
+        allowed = np.zeros((n_j, n_r), dtype=bool)
+        has_fresh = np.zeros(n_j, dtype=bool)
+        masks: dict[tuple[str, ...], tuple[np.ndarray, bool]] = {}
+        for i, job in enumerate(jobs):
+            key_r = tuple(job_regions(job, snapshot.default_region))
+            got = masks.get(key_r)
+            if got is None:
+                got = masks[key_r] = self._allowed(job, grid, snapshot.default_region)
+            allowed[i], has_fresh[i] = got
+        power_kwh_per_slot = [expected_power_w(j) * slot_s / 3.6e6 for j in jobs]
+        tiebreak = cfg.wait_tiebreak_fraction * float(np.mean(ext)) * np.arange(n_t)
+        best_r = np.zeros(n_j, dtype=int)
+        best_s = np.zeros(n_j, dtype=int)
+        best_c = np.zeros(n_j)
+        now_c = np.zeros(n_j)
+        now_r = np.zeros(n_j, dtype=int)
+        sums_by_d: dict[float, np.ndarray] = {}
+        cand: dict[int, np.ndarray] = {}
+        keys = np.round(d_slots, 6)
+        for d in np.unique(keys):
+            members = np.nonzero(keys == d)[0]
+            sums = window_sums(cum, ext, n_t, float(d))  # (R, T)
+            sums_by_d[float(d)] = sums
+            c = sums[None, :, :] + tiebreak[None, None, :]
+            c = np.where(allowed[members][:, :, None], c, np.inf)
+            c = np.where(np.arange(n_t)[None, None, :] <= ls[members][:, None, None], c, np.inf)
+            flat_c = c.reshape(len(members), -1)
+            flat = flat_c.argmin(axis=1)
+            if limited:
+                # a few next-best options per job, tried first when capacity is short
+                kk = min(_CANDIDATES, flat_c.shape[1] - 1)
+                part = np.argpartition(flat_c, kk, axis=1)[:, :kk]
+                part_c = np.take_along_axis(flat_c, part, axis=1)
+                srt = np.take_along_axis(part, np.argsort(part_c, axis=1), axis=1)
+                ok = np.isfinite(np.take_along_axis(flat_c, srt, axis=1))
+                for row_i, m_i in enumerate(members):
+                    cand[int(m_i)] = srt[row_i][ok[row_i]]
+            r, s = np.divmod(flat, n_t)
+            best_r[members], best_s[members] = r, s
+            best_c[members] = sums[r, s]
+            now_all = np.where(allowed[members], sums[:, 0][None, :], np.inf)
+            now_r[members] = now_all.argmin(axis=1)
+            now_c[members] = now_all.min(axis=1)
+        free = np.repeat(grid.capacity[:, None], used.shape[1], axis=1) - used
+        offsets = np.arange(used.shape[1])
+        best_r_l, best_s_l, best_c_l = best_r.tolist(), best_s.tolist(), best_c.tolist()
+        now_r_l, now_c_l, ls_l = now_r.tolist(), now_c.tolist(), ls.tolist()
+        hyst, min_save = 1 + cfg.hysteresis_fraction, 1 + cfg.min_saving_fraction
+        plans: list[_Plan] = []
+        for i, job in enumerate(jobs):
+            r, s = best_r_l[i], best_s_l[i]
+            sums = sums_by_d[float(keys[i])]
+            e = power_kwh_per_slot[i]
+            if not has_fresh[i]:
+                # fail open: no carbon preference, start now
+                r = int(np.nonzero(allowed[i])[0][0])
+                s = 0
+            else:
+                # hysteresis: keep an existing plan unless the new one is clearly better
+                if job.state == JobState.HELD:
+                    prev = self._previous(job, grid, ls_l[i], allowed[i], snapshot.now)
+                    if prev is not None and sums[prev] <= best_c_l[i] * hyst + _EPS:
+                        r, s = prev
+                # start now unless waiting saves enough
+                if s > 0 and now_c_l[i] <= float(sums[r, s]) * min_save + _EPS:
+                    r, s = now_r_l[i], 0
+            dur = math.ceil(d_slots[i] - _EPS) or 1
+            g = job.spec.gpus
+            if limited and g:
+                if free[r, s : s + dur].min() < g:
+                    fitted = False
+                    opts = cand.get(i)
+                    if opts is not None and opts.size:
+                        cr, cs = np.divmod(opts, n_t)
+                        fits = free[cr[:, None], cs[:, None] + offsets[:dur]].min(axis=1) >= g
+                        k = int(np.argmax(fits))
+                        if fits[k]:
+                            r, s, fitted = int(cr[k]), int(cs[k]), True
+                    if not fitted:
+                        r, s = self._fit(sums, allowed[i], ls_l[i], free, g, dur, n_t)
+                if s >= 0:
+                    used[r, s : s + dur] += g
+                    free[r, s : s + dur] -= g
+            cost = float(sums[r, s]) * e if s >= 0 else float("nan")
+            plans.append(
+                _Plan(
+                    region_i=r,
+                    start=s,
+                    cost_g=cost,
+                    now_cost_g=now_c_l[i] * e,
+                    remaining_s=rem[i],
+                    latest_start=job.deadline - timedelta(seconds=rem[i]),
+                    energy_kwh=e * rem[i] / slot_s,
+                )
+            )
+        return plans
+
+    def _previous(
+        self, job: Job, grid: Grid, ls: int, allowed: np.ndarray, now: datetime
+    ) -> tuple[int, int] | None:
+        if job.state != JobState.HELD or job.planned_start is None or job.region is None:
+            return None
+        ri = grid.index.get(job.region)
+        if ri is None or not allowed[ri]:
+            return None
+        s = round((job.planned_start - now).total_seconds() / self.config.slot_s)
+        if s < 0 or s > ls:
+            return None
+        return ri, s
+
+    @staticmethod
+    def _fit(
+        sums: np.ndarray,
+        allowed: np.ndarray,
+        ls: int,
+        free: np.ndarray,
+        g: int,
+        dur: int,
+        n_t: int,
+    ) -> tuple[int, int]:
+        """Best start that fits the capacity left; past the latest start only if it must."""
+        rows = np.nonzero(allowed)[0]
+        n_s = min(n_t, free.shape[1] - dur)
+        blocked = free[rows, : n_s + dur] < g
+        cnt = np.zeros((rows.size, n_s + dur + 1))
+        np.cumsum(blocked, axis=1, out=cnt[:, 1:])
+        feasible = (cnt[:, dur : dur + n_s] - cnt[:, :n_s]) == 0
+        lim = min(ls + 1, n_s)
+        c = np.where(feasible[:, :lim], sums[rows, :lim], np.inf)
+        flat = int(np.argmin(c))
+        if np.isfinite(c.flat[flat]):
+            r, st = divmod(flat, lim)
+            return int(rows[r]), int(st)
+        late = np.nonzero(feasible.any(axis=0))[0]
+        if late.size:
+            st = int(late[0])
+            return int(rows[int(np.nonzero(feasible[:, st])[0][0])]), st
+        return int(rows[0]), -1
+
+    def _fixed_decisions(
+        self, job: Job, plan: _Plan, grid: Grid, ext: np.ndarray
+    ) -> list[Decision]:
+        now = grid.now
+        region = grid.regions[plan.region_i]
+        out: list[Decision] = []
+        mk = Decision.model_construct
+        latest = plan.latest_start or job.latest_start
+        if plan.start < 0:
+            return [
+                mk(
+                    action=Action.HOLD,
+                    reason=f"no capacity left in any allowed region within the horizon; "
+                    f"re-checking at the next tick (latest start {fmt_t(job.latest_start)})",
+                    at=now,
+                    job_id=job.id,
+                    region=region,
+                    planned_start=grid.at(1),
+                    expected_saving_g=0.0,
+                    saving_is_estimate=True,
+                    device_index=None,
+                    power_limit_w=None,
+                )
+            ]
+        saving = plan.now_cost_g - plan.cost_g
+        dur_s = plan.remaining_s
+        start_t = grid.at(plan.start)
+        mean = plan.cost_g / max(plan.energy_kwh, _EPS)
+        now_mean = plan.now_cost_g / max(plan.energy_kwh, _EPS)
+        if plan.start == 0:
+            ri = grid.index.get(job.region or "", -1)
+            if job.region is not None and ri != plan.region_i:
+                out.append(
+                    mk(
+                        action=Action.RELOCATE,
+                        reason=f"{region} is the cleanest allowed region now "
+                        f"({mean:.0f} g/kWh over the run)",
+                        at=now,
+                        job_id=job.id,
+                        region=region,
+                        planned_start=None,
+                        expected_saving_g=None,
+                        saving_is_estimate=True,
+                        device_index=None,
+                        power_limit_w=None,
+                    )
+                )
+            if not grid.fresh[plan.region_i]:
+                why = _fail_open(grid, region)
+            elif (latest - now).total_seconds() < self.config.slot_s:
+                why = f"latest start {fmt_t(latest)} reached: starting to meet the deadline"
+            else:
+                why = (
+                    f"now is the cleanest start before the latest start {fmt_t(latest)}: "
+                    f"{mean:.0f} g/kWh over the run in {region}"
+                )
+            out.append(
+                mk(
+                    action=Action.START,
+                    reason=why,
+                    at=now,
+                    job_id=job.id,
+                    region=region,
+                    planned_start=None,
+                    expected_saving_g=max(0.0, saving),
+                    saving_is_estimate=True,
+                    device_index=None,
+                    power_limit_w=None,
+                )
+            )
+            return out
+        end_t = start_t + timedelta(seconds=dur_s)
+        out.append(
+            mk(
+                action=Action.HOLD,
+                reason=f"window {fmt_t(start_t)}-{fmt_t(end_t)[6:]} in {region} averages "
+                f"{mean:.0f} g/kWh vs {now_mean:.0f} now; latest start {fmt_t(latest)}",
+                at=now,
+                job_id=job.id,
+                region=region,
+                planned_start=start_t,
+                expected_saving_g=saving,
+                saving_is_estimate=True,
+                device_index=None,
+                power_limit_w=None,
+            )
+        )
+        return out
+
+    # ---------------------------------------------------------------- interruptible
+    def _plan_flexible(
+        self,
+        jobs: list[Job],
+        grid: Grid,
+        ext: np.ndarray,
+        used: np.ndarray,
+        limited: bool,
+        n_t: int,
+        snapshot: Snapshot,
+    ) -> list[Decision]:
+        cfg = self.config
+        slot_s = cfg.slot_s
+        now = snapshot.now
+        out: list[Decision] = []
+        specs: list[_IntJob] = []
+        failopen: list[tuple[Job, int]] = []
+        jobs = sorted(jobs, key=lambda j: (j.latest_start, -j.spec.priority))
+        for job in jobs:
+            allowed, has_fresh = self._allowed(job, grid, snapshot.default_region)
+            state = {JobState.RUNNING: 2, JobState.SUSPENDED: 1}.get(job.state, 0)
+            if state == 0 and job.run_s > 0:
+                state = 1  # requeued after a checkpoint
+            ov_s = job.spec.checkpoint_cost_s
+            left_s = (job.deadline - now).total_seconds()
+            # A suspended job pays one checkpoint to resume (in k); checkpoints the plan adds
+            # are checked after solving (see _deadline_safe).
+            work_s = job.remaining_s + (ov_s if state == 1 else 0.0)
+            k = max(1, math.ceil(work_s / slot_s - _EPS))
+            dl = min(math.floor(left_s / slot_s + _EPS), n_t)
+            if state in (1, 2) and job.region in grid.index:
+                ri = grid.index[job.region]  # a started job stays where it is
+                has_fresh = bool(grid.fresh[ri])
+            else:
+                cand = np.nonzero(allowed)[0]
+                if dl >= k:
+                    part = np.sort(ext[cand, :dl], axis=1)[:, :k].sum(axis=1)
+                    ri = int(cand[int(np.argmin(part))])
+                else:
+                    ri = int(cand[int(np.argmin(ext[cand, 0]))])
+            if not has_fresh or dl < k:
+                failopen.append((job, ri))
+                continue
+            m = max(1, math.ceil((job.spec.min_run_s or cfg.default_min_run_s) / slot_s - _EPS))
+            specs.append(
+                _IntJob(
+                    pos=len(specs),
+                    job=job,
+                    state=state,
+                    k=k,
+                    m=min(m, k),
+                    deadline_slot=dl,
+                    overhead_frac=ov_s / slot_s,
+                    work_slots=work_s / slot_s,
+                    deadline_full=dl,
+                    energy_kwh=expected_power_w(job) * slot_s / 3.6e6,
+                    region_i=ri,
+                )
+            )
+        for job, ri in failopen:
+            out.extend(self._run_now(job, grid, ri))
+        if not specs:
+            return out
+        horizon = max(s.deadline_slot for s in specs)
+
+        def costs(batch: list[_IntJob]) -> np.ndarray:
+            cost = np.full((len(batch), horizon), BIG)
+            for b, s in enumerate(batch):
+                row = ext[s.region_i, : s.deadline_slot] * s.energy_kwh
+                if limited and s.job.spec.gpus and s.state != 2:
+                    blocked = (
+                        used[s.region_i, : s.deadline_slot] + s.job.spec.gpus
+                        > grid.capacity[s.region_i]
+                    )
+                    row = np.where(blocked, BIG, row)
+                cost[b, : s.deadline_slot] = row
+            return cost
+
+        value, run, first, cont = solve_interruptible(costs(specs), specs, horizon)
+        # A plan whose extra checkpoints would push the job past its deadline is solved
+        # again with that much time held back.
+        short = self._deadline_short(specs, run)
+        redo = [b for b in range(len(specs)) if short[b] > 0]
+        if redo:
+            batch = []
+            for b in redo:
+                s = specs[b]
+                s.deadline_slot = max(s.k, s.deadline_slot - short[b])
+                batch.append(s)
+            v2, r2, f2, c2 = solve_interruptible(costs(batch), batch, horizon)
+            for i, b in enumerate(redo):
+                value[b], run[b], first[b], cont[b] = v2[i], r2[i], f2[i], c2[i]
+            again = self._deadline_short(batch, r2)
+            for i, b in enumerate(redo):
+                if again[i] > 0:  # no pause fits the checkpoints: run straight through
+                    run[b] = False
+                    run[b, : specs[b].k] = True
+                    first[b] = 0
+                    value[b] = cont[b]
+        if limited:
+            # Commit plans in priority order; those that no longer fit are solved again, in
+            # batches, against the capacity left (a few rounds, then committed as they are).
+            pending = [b for b, s in enumerate(specs) if s.job.spec.gpus]
+            for round_i in range(_ROUNDS + 1):
+                if not pending:
+                    break
+                if round_i:
+                    batch = [specs[b] for b in pending]
+                    v2, r2, f2, c2 = solve_interruptible(costs(batch), batch, horizon)
+                    for i, b in enumerate(pending):
+                        value[b], run[b], first[b], cont[b] = v2[i], r2[i], f2[i], c2[i]
+                still = []
+                for b in pending:
+                    s = specs[b]
+                    if s.state == 2:
+                        continue  # its GPUs are already counted as held
+                    g, ri = s.job.spec.gpus, s.region_i
+                    slots = np.nonzero(run[b])[0]
+                    if round_i == _ROUNDS:
+                        # last round: one by one against what is left
+                        v1, r1, f1, c1 = solve_interruptible(costs([s]), [s], horizon)
+                        value[b], run[b], first[b], cont[b] = v1[0], r1[0], f1[0], c1[0]
+                        slots = np.nonzero(run[b])[0]
+                    if value[b] >= BIG / 2:
+                        run[b] = False  # no capacity before the deadline: not planned
+                        continue
+                    if np.any(used[ri, slots] + g > grid.capacity[ri]):
+                        still.append(b)
+                        continue
+                    used[ri, slots] += g
+                pending = still
+        for b, s in enumerate(specs):
+            out.extend(
+                self._flex_decisions(
+                    s, float(value[b]), float(cont[b]), run[b], int(first[b]), grid, ext
+                )
+            )
+        return out
+
+    @staticmethod
+    def _deadline_short(specs: list[_IntJob], run: np.ndarray) -> list[int]:
+        """Slots by which each plan overruns its deadline once its checkpoints are paid."""
+        out = []
+        for b, s in enumerate(specs):
+            r = run[b].astype(int)
+            starts = int(np.sum(np.diff(np.concatenate([[0], r])) == 1))
+            free = 1 if (s.state in (0, 1) or (s.state == 2 and r.size and r[0])) else 0
+            need = s.work_slots + s.overhead_frac * max(0, starts - free)
+            last = int(np.nonzero(r)[0][-1]) + 1 if r.any() else 0
+            over = need - s.k
+            late = last + math.ceil(over - _EPS) - s.deadline_full if over > _EPS else 0
+            out.append(max(0, late))
+        return out
+
+    def _run_now(self, job: Job, grid: Grid, ri: int) -> list[Decision]:
+        region = grid.regions[ri]
+        if not grid.fresh[ri]:
+            reason = _fail_open(grid, region)
+        else:
+            reason = f"deadline {fmt_t(job.deadline)} needs every slot from now: running"
+        if job.state == JobState.RUNNING:
+            return []
+        action = Action.RESUME if job.state == JobState.SUSPENDED else Action.START
+        return [
+            Decision.model_construct(
+                action=action,
+                reason=reason,
+                at=grid.now,
+                job_id=job.id,
+                region=region,
+                planned_start=None,
+                expected_saving_g=0.0,
+                saving_is_estimate=True,
+                device_index=None,
+                power_limit_w=None,
+            )
+        ]
+
+    def _flex_decisions(
+        self,
+        s: _IntJob,
+        value: float,
+        cont: float,
+        run: np.ndarray,
+        first: int,
+        grid: Grid,
+        ext: np.ndarray,
+    ) -> list[Decision]:
+        cfg = self.config
+        job = s.job
+        now = grid.now
+        region = grid.regions[s.region_i]
+        row = ext[s.region_i] * s.energy_kwh
+        # Reference: run continuously from now (no checkpoint).
+        naive = float(row[: s.k].sum())
+        saving = naive - value if value < BIG / 2 else 0.0
+        runs_now = bool(run[0]) if run.size else True
+        mk = Decision.model_construct
+        planned = np.nonzero(run)[0]
+        n_seg = int(np.sum(np.diff(np.concatenate([[0], run.astype(int)])) == 1))
+        mean = float(ext[s.region_i, planned].mean()) if planned.size else float(ext[s.region_i, 0])
+        now_i = float(ext[s.region_i, 0])
+        desc = (
+            f"{len(planned)} slots in {n_seg} run(s) before {fmt_t(job.deadline)} at "
+            f"{mean:.0f} g/kWh vs {now_i:.0f} now"
+        )
+        base: dict[str, Any] = dict(
+            at=now,
+            job_id=job.id,
+            region=region,
+            saving_is_estimate=True,
+            device_index=None,
+            power_limit_w=None,
+        )
+        if value >= BIG / 2 and s.state != 2:
+            if job.state == JobState.SUSPENDED:
+                return []
+            return [
+                mk(
+                    action=Action.HOLD,
+                    reason=f"no capacity left in {region} before the deadline "
+                    f"{fmt_t(job.deadline)}; re-checking at the next tick",
+                    planned_start=grid.at(1),
+                    expected_saving_g=0.0,
+                    **base,
+                )
+            ]
+        if s.state == 2:
+            if runs_now:
+                return []
+            # Suspend only if the best plan that pauses now beats the best plan that runs on
+            # (checkpoint counted) by more than the hysteresis share of a slot's emissions.
+            if value >= cont - cfg.suspend_margin_fraction * float(row[0]):
+                return []
+            nxt = planned[0] if planned.size else 0
+            return [
+                mk(
+                    action=Action.SUSPEND,
+                    reason=f"pausing until {fmt_t(grid.at(int(nxt)))}: {desc}; "
+                    f"the checkpoint is worth it",
+                    planned_start=grid.at(int(nxt)),
+                    expected_saving_g=saving,
+                    **base,
+                )
+            ]
+        if runs_now:
+            action = Action.RESUME if job.state == JobState.SUSPENDED else Action.START
+            return [
+                mk(
+                    action=action,
+                    reason=f"running now: {desc}",
+                    planned_start=None,
+                    expected_saving_g=max(0.0, saving),
+                    **base,
+                )
+            ]
+        if job.state == JobState.SUSPENDED:
+            return []  # stays suspended; the reason was given when it was paused
+        start = first if first > 0 else (int(planned[0]) if planned.size else 1)
+        return [
+            mk(
+                action=Action.HOLD,
+                reason=f"waiting until {fmt_t(grid.at(start))}: {desc}",
+                planned_start=grid.at(start),
+                expected_saving_g=saving,
+                **base,
+            )
+        ]

@@ -1,0 +1,258 @@
+"""The simulator: a fake clock steps slot by slot; at each slot the policy sees a Snapshot
+(current value and forecast per region, the jobs submitted so far, capacity) and its
+decisions are applied; running jobs consume energy at the actual intensity of the slot."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from ..clock import FakeClock
+from ..interfaces import Planner
+from ..models import (
+    Action,
+    Forecast,
+    ForecastPoint,
+    IntensitySample,
+    Job,
+    JobState,
+    RegionSignal,
+    Snapshot,
+)
+from ..policy.window import expected_power_w
+from .traces import ForecastModel, RegionTrace
+
+
+@dataclass
+class JobOutcome:
+    job_id: str
+    region: str | None
+    submitted_s: float
+    first_start_s: float | None
+    end_s: float | None
+    deadline_s: float
+    emissions_g: float
+    energy_kwh: float
+    suspensions: int
+    run_slots: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def wait_s(self) -> float:
+        return (self.first_start_s - self.submitted_s) if self.first_start_s is not None else 0.0
+
+    @property
+    def missed(self) -> bool:
+        return self.end_s is None or self.end_s > self.deadline_s + 1.0
+
+
+@dataclass
+class SimResult:
+    policy: str
+    forecast: str
+    jobs: list[JobOutcome]
+    capacity_refusals: int = 0
+    plan_time_s: float = 0.0
+    ticks: int = 0
+
+    @property
+    def emissions_g(self) -> float:
+        return float(sum(j.emissions_g for j in self.jobs))
+
+    @property
+    def mean_wait_h(self) -> float:
+        return float(np.mean([j.wait_s for j in self.jobs]) / 3600) if self.jobs else 0.0
+
+    @property
+    def missed(self) -> int:
+        return sum(1 for j in self.jobs if j.missed)
+
+
+def _fresh_copy(job: Job) -> Job:
+    return job.model_copy(deep=True)
+
+
+def simulate(
+    policy: Planner,
+    traces: dict[str, RegionTrace],
+    forecasts: dict[str, ForecastModel],
+    jobs: list[Job],
+    *,
+    capacity_gpus: dict[str, int | None] | None = None,
+    horizon_s: float = 8 * 86400.0,
+    policy_name: str = "",
+    forecast_name: str = "",
+    progress: bool = False,
+) -> SimResult:
+    """Replay `jobs` (not modified) through `policy` over the aligned `traces`."""
+    import time
+
+    names = list(traces)
+    first = traces[names[0]]
+    slot_s, origin = first.slot_s, first.origin_s
+    n_slots = min(len(t) for t in traces.values())
+    capacity = dict(capacity_gpus or {})
+    work = sorted((_fresh_copy(j) for j in jobs), key=lambda j: j.submitted_at)
+    clock = FakeClock(datetime.fromtimestamp(origin, UTC))
+    h = max(1, int(horizon_s // slot_s))
+    out: dict[str, JobOutcome] = {
+        j.id: JobOutcome(
+            j.id,
+            j.region,
+            j.submitted_at.timestamp(),
+            None,
+            None,
+            j.deadline.timestamp(),
+            0.0,
+            0.0,
+            0,
+        )
+        for j in work
+    }
+    by_id = {j.id: j for j in work}
+    visible: list[Job] = []
+    nxt = 0
+    refusals = 0
+    plan_time = 0.0
+    ticks = 0
+    default_region = names[0]
+    last_deadline = max((j.deadline.timestamp() for j in work), default=origin)
+    t_end = min(n_slots, math.ceil((last_deadline - origin) / slot_s) + 2)
+    t = max(0, int((work[0].submitted_at.timestamp() - origin) // slot_s)) if work else t_end
+    report_every = max(1, (t_end - t) // 50)
+    start_t = t
+    while t < t_end:
+        now_s = origin + t * slot_s
+        clock.set(datetime.fromtimestamp(now_s, UTC))
+        now = clock.now()
+        while nxt < len(work) and work[nxt].submitted_at.timestamp() <= now_s + 1e-6:
+            visible.append(work[nxt])
+            nxt += 1
+        visible = [j for j in visible if not j.state.terminal]
+        if not visible:
+            if nxt >= len(work):
+                break
+            t = max(t + 1, math.ceil((work[nxt].submitted_at.timestamp() - origin) / slot_s))
+            continue
+        regions = {}
+        for name in names:
+            vals = forecasts[name].values(t, min(h, n_slots - t))
+            pts = [
+                ForecastPoint.model_construct(
+                    start=now + timedelta(seconds=i * slot_s),
+                    end=now + timedelta(seconds=(i + 1) * slot_s),
+                    intensity_g_per_kwh=float(v),
+                )
+                for i, v in enumerate(vals)
+            ]
+            cur = IntensitySample.model_construct(
+                region=name,
+                start=now,
+                end=now + timedelta(seconds=slot_s),
+                intensity_g_per_kwh=float(traces[name].values[t]),
+                provider="sim",
+            )
+            fc = Forecast.model_construct(region=name, provider="sim", issued_at=now, points=pts)
+            regions[name] = RegionSignal.model_construct(
+                region=name,
+                current=cur,
+                forecast=fc,
+                provider="sim",
+                age_s=0.0,
+                fresh=True,
+                error=None,
+            )
+        snap = Snapshot.model_construct(
+            now=now,
+            jobs=visible,
+            regions=regions,
+            default_region=default_region,
+            capacity_gpus=capacity,
+            gpus=[],
+        )
+        t0 = time.perf_counter()
+        decisions = policy.plan(snap)
+        plan_time += time.perf_counter() - t0
+        ticks += 1
+        in_use = {n: 0 for n in names}
+        for j in visible:
+            if j.state == JobState.RUNNING and j.region:
+                in_use[j.region] = in_use.get(j.region, 0) + j.spec.gpus
+        for d in decisions:
+            job = by_id.get(d.job_id or "")
+            if job is None or job.state.terminal:
+                continue
+            if d.action == Action.RELOCATE and job.state in (JobState.PENDING, JobState.HELD):
+                job.region = d.region
+            elif d.action == Action.HOLD and job.state in (JobState.PENDING, JobState.HELD):
+                job.state = JobState.HELD
+                job.planned_start = d.planned_start
+                if d.region:
+                    job.region = d.region
+            elif d.action in (Action.START, Action.RESUME) and job.state in (
+                JobState.PENDING,
+                JobState.HELD,
+                JobState.SUSPENDED,
+            ):
+                region = d.region or job.region or default_region
+                cap = capacity.get(region)
+                if cap is not None and in_use.get(region, 0) + job.spec.gpus > cap:
+                    refusals += 1
+                    continue
+                in_use[region] = in_use.get(region, 0) + job.spec.gpus
+                if job.state == JobState.SUSPENDED:
+                    job.run_s = max(0.0, job.run_s - job.spec.checkpoint_cost_s)
+                job.region = region
+                job.state = JobState.RUNNING
+                if job.started_at is None:
+                    job.started_at = now
+                    out[job.id].first_start_s = now_s
+                out[job.id].region = region
+            elif d.action == Action.SUSPEND and job.state == JobState.RUNNING:
+                job.state = JobState.SUSPENDED
+                out[job.id].suspensions += 1
+                in_use[job.region or default_region] -= job.spec.gpus
+        # Advance one slot.
+        for j in visible:
+            if j.state != JobState.RUNNING:
+                continue
+            dt = min(slot_s, j.remaining_s)
+            kwh = expected_power_w(j) * dt / 3.6e6
+            region = j.region or default_region
+            o = out[j.id]
+            o.energy_kwh += kwh
+            o.emissions_g += kwh * float(traces[region].values[t])
+            o.run_slots.append((region, t))
+            j.run_s += dt
+            if j.remaining_s <= 1e-6:
+                j.state = JobState.SUCCEEDED
+                o.end_s = now_s + dt
+        if progress and (t - start_t) % report_every == 0:
+            pct = 100.0 * (t - start_t) / max(1, t_end - start_t)
+            print(
+                f"\r  {policy_name or 'policy'} / {forecast_name}: {pct:5.1f}%",
+                end="",
+                file=sys.stderr,
+            )
+        t += 1
+    if progress:
+        print(f"\r  {policy_name or 'policy'} / {forecast_name}: done   ", file=sys.stderr)
+    return SimResult(
+        policy=policy_name,
+        forecast=forecast_name,
+        jobs=list(out.values()),
+        capacity_refusals=refusals,
+        plan_time_s=plan_time,
+        ticks=ticks,
+    )
+
+
+def per_job_reference(result: SimResult) -> dict[str, float]:
+    return {j.job_id: j.emissions_g for j in result.jobs}
+
+
+Progress = Callable[[str], None]

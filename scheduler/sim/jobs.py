@@ -1,0 +1,208 @@
+"""Job traces for the simulator: nightly jobs, ML training (Let's Wait Awhile), a generator."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from ..models import Job, JobSpec, JobState
+
+SCENARIOS = ("nightly", "ml", "ml-interruptible", "mixed")
+
+
+def _job(
+    i: int,
+    submitted: datetime,
+    duration_s: float,
+    deadline: datetime,
+    *,
+    gpus: int,
+    interruptible: bool,
+    regions: list[str],
+    checkpoint_cost_s: float = 0.0,
+    min_run_s: float = 0.0,
+    prefix: str = "job",
+) -> Job:
+    spec = JobSpec(
+        name=f"{prefix}-{i}",
+        command=["true"],
+        gpus=gpus,
+        expected_duration_s=duration_s,
+        deadline=deadline,
+        interruptible=interruptible,
+        checkpoint_cost_s=checkpoint_cost_s,
+        min_run_s=min_run_s,
+        allowed_regions=regions,
+    )
+    return Job(
+        id=f"{prefix}-{i:05d}",
+        spec=spec,
+        state=JobState.PENDING,
+        submitted_at=submitted,
+        deadline=deadline,
+        region=regions[0],
+        updated_at=submitted,
+    )
+
+
+def nightly_jobs(
+    start: datetime,
+    days: int,
+    regions: list[str],
+    *,
+    hour: int = 1,
+    window_h: float = 8.0,
+    duration_s: float = 1800.0,
+    gpus: int = 1,
+) -> list[Job]:
+    """One job a day at `hour`:00 that may run anywhere within +/- `window_h` hours (the
+    Let's Wait Awhile "nightly" scenario). It is submitted at the window's start."""
+    day0 = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    out = []
+    for d in range(days):
+        nominal = day0 + timedelta(days=d, hours=hour)
+        opens = nominal - timedelta(hours=window_h)
+        if opens < start:
+            continue
+        deadline = nominal + timedelta(hours=window_h) + timedelta(seconds=duration_s)
+        out.append(
+            _job(
+                d,
+                opens,
+                duration_s,
+                deadline,
+                gpus=gpus,
+                interruptible=False,
+                regions=regions,
+                prefix="nightly",
+            )
+        )
+    return out
+
+
+def _next_workday_9(t: datetime) -> datetime:
+    d = (t + timedelta(days=1)).replace(hour=9, minute=0, second=0, microsecond=0)
+    while d.weekday() >= 5:
+        d += timedelta(days=1)
+    return d
+
+
+def ml_jobs(
+    start: datetime,
+    days: int,
+    regions: list[str],
+    *,
+    interruptible: bool,
+    seed: int = 0,
+    per_workday: float = 13.0,
+    slot_s: float = 3600.0,
+    checkpoint_cost_s: float = 300.0,
+    min_run_s: float = 3600.0,
+) -> list[Job]:
+    """ML training jobs submitted on workdays between 09:00 and 17:00, 4 to 89.5 hours long
+    (log-uniform), each of which may start as late as 09:00 of the next workday ("Next
+    Workday" of Let's Wait Awhile): deadline = that morning + its duration. About 13 jobs a
+    workday (3,387 a year in the paper). Durations are whole slots."""
+    rng = np.random.default_rng(seed)
+    out: list[Job] = []
+    day0 = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    i = 0
+    for d in range(days):
+        day = day0 + timedelta(days=d)
+        if day.weekday() >= 5:
+            continue
+        n = rng.poisson(per_workday)
+        for _ in range(n):
+            sub = day + timedelta(hours=9 + float(rng.uniform(0, 8)))
+            sub = _ceil(sub, slot_s)
+            if sub < start:
+                continue
+            dur_h = float(np.exp(rng.uniform(np.log(4.0), np.log(89.5))))
+            dur_s = max(1, round(dur_h * 3600 / slot_s)) * slot_s
+            deadline = _next_workday_9(sub) + timedelta(seconds=dur_s)
+            out.append(
+                _job(
+                    i,
+                    sub,
+                    dur_s,
+                    deadline,
+                    gpus=int(rng.choice([1, 2, 4, 8])),
+                    interruptible=interruptible,
+                    regions=regions,
+                    checkpoint_cost_s=checkpoint_cost_s if interruptible else 0.0,
+                    min_run_s=min_run_s if interruptible else 0.0,
+                    prefix="ml",
+                )
+            )
+            i += 1
+    return out
+
+
+def generated_jobs(
+    start: datetime,
+    days: float,
+    regions: list[str],
+    *,
+    per_hour: float = 2.0,
+    mean_duration_h: float = 3.0,
+    max_delay_h: float = 12.0,
+    interruptible_share: float = 0.3,
+    gpu_mix: tuple[int, ...] = (1, 1, 2, 4, 8),
+    slot_s: float = 3600.0,
+    seed: int = 0,
+) -> list[Job]:
+    """Poisson arrivals, exponential durations (whole slots), a uniform delay allowance up
+    to `max_delay_h`, a GPU count drawn from `gpu_mix`, a share of interruptible jobs, and a
+    random non-empty subset of `regions` allowed."""
+    rng = np.random.default_rng(seed)
+    out: list[Job] = []
+    t = start
+    end = start + timedelta(days=days)
+    i = 0
+    while True:
+        t = t + timedelta(hours=float(rng.exponential(1.0 / per_hour)))
+        if t >= end:
+            break
+        sub = _ceil(t, slot_s)
+        dur_s = max(1, round(rng.exponential(mean_duration_h) * 3600 / slot_s)) * slot_s
+        delay = float(rng.uniform(0, max_delay_h)) * 3600
+        inter = bool(rng.random() < interruptible_share)
+        k = int(rng.integers(1, len(regions) + 1))
+        allowed = sorted(rng.choice(regions, size=k, replace=False).tolist())
+        out.append(
+            _job(
+                i,
+                sub,
+                dur_s,
+                sub + timedelta(seconds=dur_s + delay),
+                gpus=int(rng.choice(gpu_mix)),
+                interruptible=inter,
+                regions=allowed,
+                checkpoint_cost_s=300.0 if inter else 0.0,
+                min_run_s=3600.0 if inter else 0.0,
+                prefix="gen",
+            )
+        )
+        i += 1
+    return out
+
+
+def _ceil(t: datetime, slot_s: float) -> datetime:
+    ts = t.timestamp()
+    q = -(-ts // slot_s) * slot_s
+    return datetime.fromtimestamp(q, UTC)
+
+
+def scenario_jobs(
+    name: str, start: datetime, days: int, regions: list[str], slot_s: float, seed: int = 0
+) -> list[Job]:
+    if name == "nightly":
+        return nightly_jobs(start, days, regions)
+    if name == "ml":
+        return ml_jobs(start, days, regions, interruptible=False, seed=seed, slot_s=slot_s)
+    if name == "ml-interruptible":
+        return ml_jobs(start, days, regions, interruptible=True, seed=seed, slot_s=slot_s)
+    if name == "mixed":
+        return generated_jobs(start, days, regions, slot_s=slot_s, seed=seed)
+    raise ValueError(f"unknown scenario {name!r}; use one of {', '.join(SCENARIOS)}")

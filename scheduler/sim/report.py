@@ -1,0 +1,94 @@
+"""Text tables and PNG plots (matplotlib, Agg backend) of simulation results."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .suite import SuiteResult
+from .traces import RegionTrace
+
+
+def table(suite: SuiteResult, title: str = "") -> str:
+    ref = suite.results[suite.reference]
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append(
+        f"{'policy':28s} {'emissions kg':>12s} {'saving %':>9s} {'of oracle':>9s} "
+        f"{'wait h':>7s} {'missed':>6s} {'suspends':>8s}"
+    )
+    for name, res in suite.results.items():
+        cap = suite.capture(name)
+        lines.append(
+            f"{name:28s} {res.emissions_g / 1000:12.2f} {suite.saving_pct(name):9.2f} "
+            f"{'' if math.isnan(cap) else f'{100 * cap:8.1f}%':>9s} {res.mean_wait_h:7.2f} "
+            f"{res.missed:6d} {sum(j.suspensions for j in res.jobs):8d}"
+        )
+    if not math.isnan(suite.oracle_g):
+        base = ref.emissions_g
+        pct = 100 * (base - suite.oracle_g) / base if base else 0.0
+        lines.append(
+            f"{'oracle (MILP, perfect)':28s} {suite.oracle_g / 1000:12.2f} {pct:9.2f} "
+            f"{'100.0%':>9s}{'' if suite.oracle_exact else '  (time limit: not proven optimal)'}"
+        )
+    return "\n".join(lines)
+
+
+def plots(
+    suite: SuiteResult, traces: dict[str, RegionTrace], out_dir: Path, stem: str
+) -> list[Path]:
+    """intensity with job placements (gridshift and run-now), and savings by policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    names = list(traces)
+    fig, axes = plt.subplots(len(names), 1, figsize=(12, 3.2 * len(names)), squeeze=False)
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        tr = traces[name]
+        hours = np.arange(len(tr)) * tr.slot_s / 3600
+        ax.plot(hours, tr.values, color="0.3", lw=1, label=f"{name} intensity")
+        for pol, color, off in (("run-now", "tab:red", 0.97), ("gridshift", "tab:green", 0.9)):
+            res = suite.results.get(pol)
+            if res is None:
+                continue
+            used = np.zeros(len(tr))
+            for j in res.jobs:
+                for r, t in j.run_slots:
+                    if r == name and t < len(tr):
+                        used[t] += 1
+            top = float(np.max(tr.values)) * off
+            ys = np.where(used > 0, top, np.nan)
+            ax.plot(hours, ys, "|", color=color, ms=8, label=f"{pol} running")
+        ax.set_ylabel("g/kWh")
+        ax.legend(loc="lower right", fontsize=8)
+    axes[-1, 0].set_xlabel("hours from the start of the trace")
+    fig.tight_layout()
+    p = out_dir / f"{stem}_placements.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    written.append(p)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    pols = [n for n in suite.results if n != suite.reference]
+    vals = [suite.saving_pct(n) for n in pols]
+    bars = ax.bar(pols, vals, color=["tab:green" if n == "gridshift" else "tab:gray" for n in pols])
+    if not math.isnan(suite.oracle_g):
+        base = suite.results[suite.reference].emissions_g
+        ax.axhline(100 * (base - suite.oracle_g) / base, color="k", ls="--", label="oracle")
+        ax.legend()
+    ax.bar_label(bars, fmt="%.1f")
+    ax.set_ylabel("saving vs run-at-submission, %")
+    ax.set_title(f"{stem} ({suite.forecast} forecast)")
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    fig.tight_layout()
+    p = out_dir / f"{stem}_savings.png"
+    fig.savefig(p, dpi=90)
+    plt.close(fig)
+    written.append(p)
+    return written

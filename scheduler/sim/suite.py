@@ -1,0 +1,149 @@
+"""Run several policies and the oracle on the same trace and jobs, and compare them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..interfaces import Planner
+from ..models import Job
+from ..policy import oracle
+from ..policy.baselines import (
+    GaiaCarbonTime,
+    GaiaLowestSlot,
+    RunNow,
+    SdkWindow,
+    Threshold,
+    WaitAwhile,
+)
+from ..policy.planner import CarbonPlanner, CarbonPlannerConfig
+from ..policy.window import expected_power_w
+from .engine import SimResult, simulate
+from .traces import ForecastModel, RegionTrace
+
+POLICIES = (
+    "gridshift",
+    "run-now",
+    "threshold",
+    "carbon-aware-sdk",
+    "wait-awhile",
+    "wait-awhile-interruptible",
+    "gaia-carbon-time",
+    "gaia-lowest-slot",
+)
+
+
+def make_policy(name: str, slot_s: float, threshold_g_per_kwh: float) -> Planner:
+    if name == "gridshift":
+        return CarbonPlanner(CarbonPlannerConfig(slot_s=slot_s))
+    if name == "run-now":
+        return RunNow(slot_s=slot_s)
+    if name == "threshold":
+        return Threshold(threshold_g_per_kwh=threshold_g_per_kwh, slot_s=slot_s)
+    if name == "carbon-aware-sdk":
+        return SdkWindow(slot_s=slot_s)
+    if name == "wait-awhile":
+        return WaitAwhile(interruptible=False, slot_s=slot_s)
+    if name == "wait-awhile-interruptible":
+        return WaitAwhile(interruptible=True, slot_s=slot_s)
+    if name == "gaia-carbon-time":
+        return GaiaCarbonTime(slot_s=slot_s)
+    if name == "gaia-lowest-slot":
+        return GaiaLowestSlot(slot_s=slot_s)
+    raise ValueError(f"unknown policy {name!r}; use one of {', '.join(POLICIES)}")
+
+
+def oracle_jobs(jobs: list[Job], traces: dict[str, RegionTrace]) -> list[oracle.OracleJob]:
+    names = list(traces)
+    first = traces[names[0]]
+    slot_s, origin = first.slot_s, first.origin_s
+    out = []
+    for j in jobs:
+        allowed = j.spec.allowed_regions or [j.region or names[0]]
+        out.append(
+            oracle.OracleJob(
+                job_id=j.id,
+                release=max(0, int(np.ceil((j.submitted_at.timestamp() - origin) / slot_s - 1e-9))),
+                duration=j.spec.expected_duration_s / slot_s,
+                deadline=(j.deadline.timestamp() - origin) / slot_s,
+                gpus=j.spec.gpus,
+                energy_kwh_per_slot=expected_power_w(j) * slot_s / 3.6e6,
+                regions=[names.index(r) for r in allowed if r in names],
+                interruptible=j.spec.interruptible,
+                overhead=j.spec.checkpoint_cost_s / slot_s,
+            )
+        )
+    return out
+
+
+@dataclass
+class SuiteResult:
+    forecast: str
+    results: dict[str, SimResult]
+    oracle_g: float
+    oracle_exact: bool
+    reference: str = "run-now"
+    notes: list[str] = field(default_factory=list)
+
+    def saving(self, policy: str) -> float:
+        base = self.results[self.reference].emissions_g
+        return base - self.results[policy].emissions_g
+
+    def saving_pct(self, policy: str) -> float:
+        base = self.results[self.reference].emissions_g
+        return 100.0 * self.saving(policy) / base if base else 0.0
+
+    @property
+    def oracle_saving(self) -> float:
+        return self.results[self.reference].emissions_g - self.oracle_g
+
+    def capture(self, policy: str) -> float:
+        o = self.oracle_saving
+        return self.saving(policy) / o if o > 1e-9 else float("nan")
+
+
+def _cap(value: int | None) -> float:
+    return np.inf if value is None else float(value)
+
+
+def run_suite(
+    traces: dict[str, RegionTrace],
+    forecasts: dict[str, ForecastModel],
+    jobs: list[Job],
+    policies: list[str],
+    *,
+    forecast_name: str,
+    capacity_gpus: dict[str, int | None] | None = None,
+    threshold_g_per_kwh: float | None = None,
+    horizon_s: float = 8 * 86400.0,
+    with_oracle: bool = True,
+    progress: bool = False,
+) -> SuiteResult:
+    names = list(traces)
+    slot_s = traces[names[0]].slot_s
+    thr = threshold_g_per_kwh
+    if thr is None:
+        thr = float(np.median(traces[names[0]].values))
+    results: dict[str, SimResult] = {}
+    for name in dict.fromkeys(["run-now", *policies]):
+        pol = make_policy(name, slot_s, thr)
+        results[name] = simulate(
+            pol,
+            traces,
+            forecasts,
+            jobs,
+            capacity_gpus=capacity_gpus,
+            horizon_s=horizon_s,
+            policy_name=name,
+            forecast_name=forecast_name,
+            progress=progress,
+        )
+    oracle_g, exact = float("nan"), False
+    if with_oracle:
+        inten = np.vstack([traces[n].values for n in names])
+        caps = capacity_gpus or {}
+        cap = np.array([_cap(caps.get(n)) for n in names])
+        res = oracle.solve(oracle_jobs(jobs, traces), inten, cap)
+        oracle_g, exact = res.emissions_g, res.exact
+    return SuiteResult(forecast_name, results, oracle_g, exact)

@@ -1,0 +1,114 @@
+"""The oracle against brute force on small cases, and as a lower bound of every policy."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gridshift.scheduler.errors import ValidationError
+from gridshift.scheduler.policy.oracle import OracleJob, solve
+
+
+def fixed(job_id, release, duration, deadline, gpus=1, regions=(0,)):
+    return OracleJob(job_id, release, duration, deadline, gpus, 1.0, list(regions))
+
+
+def test_single_job_takes_the_cheapest_window():
+    inten = np.array([[5, 4, 1, 1, 6, 0.5, 9, 9.0]])
+    res = solve([fixed("a", 0, 2, 6)], inten)
+    # windows of 2 ending by slot 6: best is slots 2-3 (sum 2); 4-5 sums 6.5
+    assert res.per_job_g["a"] == pytest.approx(2.0)
+    assert res.schedule["a"] == [(0, 2, 2)]
+    assert res.exact
+
+
+def test_fractional_duration_counts_the_last_slot_pro_rata():
+    inten = np.array([[10, 2, 4, 10.0]])
+    res = solve([fixed("a", 0, 1.5, 4)], inten)
+    assert res.per_job_g["a"] == pytest.approx(2 + 0.5 * 4)
+
+
+def test_capacity_couples_two_jobs_like_brute_force():
+    inten = np.array([[9, 1, 3, 8, 2, 7.0]])
+    jobs = [fixed("a", 0, 2, 6, gpus=2), fixed("b", 0, 2, 6, gpus=1)]
+    res = solve(jobs, inten, capacity=np.array([2.0]))
+    best = np.inf
+    for sa, sb in itertools.product(range(5), range(5)):
+        if len({sa, sa + 1} & {sb, sb + 1}) == 0:  # 2 + 1 GPUs never fit together
+            cost = 2 * 0 + inten[0, sa : sa + 2].sum() + inten[0, sb : sb + 2].sum()
+            best = min(best, cost)
+    assert res.emissions_g == pytest.approx(best)
+    assert not (
+        set(range(res.schedule["a"][0][1], res.schedule["a"][0][1] + 2))
+        & set(range(res.schedule["b"][0][1], res.schedule["b"][0][1] + 2))
+    )
+
+
+def test_interruptible_takes_cheapest_slots_without_checkpoint_cost():
+    inten = np.array([[5, 1, 9, 2, 8, 3, 7.0]])
+    job = OracleJob("a", 0, 3, 7, 1, 1.0, [0], interruptible=True, overhead=0.0)
+    res = solve([job], inten)
+    assert res.emissions_g == pytest.approx(1 + 2 + 3)
+
+
+def test_checkpoint_cost_is_paid_per_resume_and_can_keep_a_job_whole():
+    inten = np.array([[1, 9, 1, 9, 1, 9, 9, 9.0]])
+    free = solve([OracleJob("a", 0, 3, 8, 1, 1.0, [0], True, 0.0)], inten).emissions_g
+    cheap = solve([OracleJob("a", 0, 3, 8, 1, 1.0, [0], True, 0.5)], inten).emissions_g
+    dear = solve([OracleJob("a", 0, 3, 8, 1, 1.0, [0], True, 5.0)], inten).emissions_g
+    assert free == pytest.approx(3.0)
+    # one resume: 0.5 slot of extra work, cheapest at 9 g (the 9 after the first 1)
+    assert cheap == pytest.approx(7.5)
+    assert dear == pytest.approx(1 + 9 + 1)  # one block of three beats paying 5 slots
+
+
+def test_relocation_picks_the_cleaner_region():
+    inten = np.array([[5, 5, 5.0], [1, 9, 9.0]])
+    res = solve([fixed("a", 0, 1, 3, regions=(0, 1))], inten)
+    assert res.schedule["a"][0][:2] == (1, 0)
+
+
+def test_infeasible_job_is_a_clear_error():
+    with pytest.raises(ValidationError, match="cannot finish"):
+        solve([fixed("a", 0, 5, 3)], np.ones((1, 8)))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    inten=st.lists(st.floats(1, 500), min_size=10, max_size=10),
+    specs=st.lists(
+        st.tuples(st.integers(0, 4), st.integers(1, 3), st.integers(0, 4), st.integers(1, 2)),
+        min_size=1,
+        max_size=3,
+    ),
+    cap=st.integers(2, 3),
+)
+def test_capacity_coupled_oracle_matches_enumeration(inten, specs, cap):
+    arr = np.array([inten])
+    jobs = [
+        fixed(f"j{i}", rel, dur, min(rel + dur + slack, 10), gpus=g)
+        for i, (rel, dur, slack, g) in enumerate(specs)
+    ]
+    options = [range(j.release, int(j.deadline - j.duration) + 1) for j in jobs]
+    best = np.inf
+    for starts in itertools.product(*options):
+        use = np.zeros(10)
+        for j, s in zip(jobs, starts, strict=True):
+            use[s : s + int(j.duration)] += j.gpus
+        if np.all(use <= cap):
+            best = min(
+                best,
+                sum(
+                    arr[0, s : s + int(j.duration)].sum() for j, s in zip(jobs, starts, strict=True)
+                ),
+            )
+    if not np.isfinite(best):
+        with pytest.raises(ValidationError):
+            solve(jobs, arr, capacity=np.array([float(cap)]))
+        return
+    res = solve(jobs, arr, capacity=np.array([float(cap)]))
+    assert res.emissions_g == pytest.approx(best, rel=1e-6)
