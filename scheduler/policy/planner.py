@@ -698,7 +698,7 @@ class CarbonPlanner:
         now = snapshot.now
         out: list[Decision] = []
         specs: list[_IntJob] = []
-        failopen: list[tuple[Job, int]] = []
+        failopen: list[tuple[Job, int, int]] = []
         jobs = sorted(jobs, key=lambda j: (j.latest_start, -j.spec.priority))
         for job in jobs:
             allowed, has_fresh = self._allowed(job, grid, snapshot.default_region)
@@ -723,7 +723,7 @@ class CarbonPlanner:
                 else:
                     ri = int(cand[int(np.argmin(ext[cand, 0]))])
             if not has_fresh or dl < k:
-                failopen.append((job, ri))
+                failopen.append((job, ri, k))
                 continue
             m = max(1, math.ceil((job.spec.min_run_s or cfg.default_min_run_s) / slot_s - _EPS))
             specs.append(
@@ -741,7 +741,14 @@ class CarbonPlanner:
                     region_i=ri,
                 )
             )
-        for job, ri in failopen:
+        for job, ri, k in failopen:
+            g = job.spec.gpus
+            if limited and g and job.state != JobState.RUNNING:
+                if np.any(used[ri, :k] + g > grid.capacity[ri]):
+                    if job.state != JobState.SUSPENDED:
+                        out.append(self._no_capacity(job, grid, ri))
+                    continue
+                used[ri, :k] += g
             out.extend(self._run_now(job, grid, ri))
         if not specs:
             return out
@@ -835,6 +842,22 @@ class CarbonPlanner:
             late = last + math.ceil(over - _EPS) - s.deadline_full if over > _EPS else 0
             out.append(max(0, late))
         return out
+
+    @staticmethod
+    def _no_capacity(job: Job, grid: Grid, ri: int) -> Decision:
+        return Decision.model_construct(
+            action=Action.HOLD,
+            reason=f"no capacity left in {grid.regions[ri]} now although the deadline "
+            f"{fmt_t(job.deadline)} needs it; re-checking at the next tick",
+            at=grid.now,
+            job_id=job.id,
+            region=grid.regions[ri],
+            planned_start=grid.at(1),
+            expected_saving_g=0.0,
+            saving_is_estimate=True,
+            device_index=None,
+            power_limit_w=None,
+        )
 
     def _run_now(self, job: Job, grid: Grid, ri: int) -> list[Decision]:
         region = grid.regions[ri]
