@@ -27,7 +27,13 @@ from typing import Any
 
 from ...scheduler.clock import Clock
 from ...scheduler.config import SlurmAdapterConfig
-from ...scheduler.errors import AdapterError, Conflict, NotFound, ValidationError
+from ...scheduler.errors import (
+    AdapterError,
+    Conflict,
+    EngineUnavailable,
+    NotFound,
+    ValidationError,
+)
 from ...scheduler.interfaces import EngineState, EngineStatus
 from ...scheduler.models import Job
 from . import formats, marker
@@ -37,6 +43,7 @@ from .formats import SlurmJob
 log = logging.getLogger(__name__)
 
 _REGIONS_CACHE_S = 300.0
+_READ_CACHE_S = 1.0
 
 
 class SlurmAdapter:
@@ -55,6 +62,7 @@ class SlurmAdapter:
         self._output = config.output  # "auto" becomes "json" or "text" on first use
         self._partition_region = {r.partition: name for name, r in config.regions.items()}
         self._regions_cache: tuple[float, dict[str, int | None]] | None = None
+        self._read_cache: tuple[float, int, list[SlurmJob]] | None = None
         self._rejected: set[str] = set()  # native jobs whose marker was invalid (logged once)
         default = config.default_region or next(iter(config.regions))
         if default not in config.regions:
@@ -66,13 +74,35 @@ class SlurmAdapter:
 
     # ---------------------------------------------------------------------------- reading
 
-    def _query(self) -> list[SlurmJob]:
-        """Every job the controller knows (all states), in one call."""
+    def _query(self, *, fresh: bool = False) -> list[SlurmJob]:
+        """Every job the controller knows (all states), in one call.
+
+        A reconcile lists the managed jobs (always a fresh read), then asks for each job's
+        status: those share the listing's squeue call as long as the adapter changed nothing
+        in between and the answer is under a second old.
+        """
+        cached = self._read_cache
+        if (
+            not fresh
+            and cached is not None
+            and cached[1] == self.cli.changes
+            and time.monotonic() - cached[0] < _READ_CACHE_S
+        ):
+            return cached[2]
+        jobs = self._query_uncached()
+        self._read_cache = (time.monotonic(), self.cli.changes, jobs)
+        return jobs
+
+    def _query_uncached(self) -> list[SlurmJob]:
         if self._output in ("auto", "json"):
             try:
                 out = self.cli.run(["squeue", "--json"])
                 payload = json.loads(out)
-                jobs = formats.parse_json(payload)
+                try:
+                    jobs = formats.parse_json(payload)
+                except EngineUnavailable as exc:
+                    self.cli.mark_unavailable(str(exc))
+                    raise
                 if self._output == "auto":
                     log.info(
                         "slurm: reading squeue --json (%s)", formats.json_layout(payload) or "?"
@@ -349,7 +379,7 @@ class SlurmAdapter:
 
     def list_managed(self) -> list[EngineStatus]:
         result: list[EngineStatus] = []
-        for sj in self._query():
+        for sj in self._query(fresh=True):
             mark = self._marker(sj)
             opted_in = mark.present or sj.partition in self.config.opt_in_partitions
             if not opted_in:

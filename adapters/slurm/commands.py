@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from ...scheduler.errors import AdapterError, EngineUnavailable
@@ -52,12 +53,19 @@ class SlurmCli:
     them UTC. Nothing runs at construction.
     """
 
+    # After the controller failed to answer, further commands fail at once for this long
+    # instead of each waiting out Slurm's own connection retries (about 4 s per command).
+    unavailable_retry_s = 2.0
+
     def __init__(
         self, *, timeout_s: float, slurm_conf: str | None = None, bin_dir: str | None = None
     ) -> None:
         self.timeout_s = timeout_s
         self.slurm_conf = slurm_conf
         self.bin_dir = bin_dir
+        self.changes = 0  # counts commands that may have changed a job (invalidates reads)
+        self._down_until = 0.0
+        self._down_reason = ""
 
     def _argv(self, argv: list[str]) -> list[str]:
         if self.bin_dir:
@@ -75,8 +83,28 @@ class SlurmCli:
                 del env[key]
         return env
 
+    @staticmethod
+    def is_read(argv: list[str]) -> bool:
+        return argv[0] in ("squeue", "sinfo", "sacct") or argv[:3] == ["scontrol", "-d", "show"]
+
     def run(self, argv: list[str]) -> str:
         """Run one command; return stdout. Raises EngineUnavailable or SlurmCommandError."""
+        if time.monotonic() < self._down_until:
+            raise EngineUnavailable(self._down_reason)
+        if not self.is_read(argv):
+            self.changes += 1
+        try:
+            return self._run(argv)
+        except EngineUnavailable as exc:
+            self.mark_unavailable(str(exc))
+            raise
+
+    def mark_unavailable(self, reason: str) -> None:
+        """The controller did not answer (also when a command reported it in its output)."""
+        self._down_until = time.monotonic() + self.unavailable_retry_s
+        self._down_reason = reason
+
+    def _run(self, argv: list[str]) -> str:
         cmd = self._argv(argv)
         try:
             done = subprocess.run(

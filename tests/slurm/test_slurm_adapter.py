@@ -301,7 +301,7 @@ def test_text_output_reads_the_same_as_json(
     adapter.release(running)
     wait_for(lambda: state_of(adapter, running) is EngineState.RUNNING, what="running")
     waiting = make_job()
-    waiting.engine_ref = text.submit(waiting)
+    waiting.engine_ref = adapter.submit(waiting)
 
     for job in (running, waiting):
         a, b = adapter.status(job), text.status(job)

@@ -1,0 +1,242 @@
+"""The agent driving a real Slurm: held on plan, released by the deadline on a dirty grid,
+relocated to the cleaner partition, and surviving a slurmctld restart.
+
+The agent runs on a fake clock (March 2026, so the generated traces line up); Slurm runs
+on real time. The adapter's hold mode makes that safe: only the agent releases jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gridshift.adapters.slurm import SlurmAdapter, SlurmCli
+from gridshift.scheduler.agent import Agent
+from gridshift.scheduler.clock import FakeClock
+from gridshift.scheduler.config import load_settings
+from gridshift.scheduler.models import JobSpec, JobState
+from gridshift.scheduler.policy.planner import CarbonPlanner
+
+from .bed import PARTITIONS, SlurmBed
+from .conftest import wait_for
+
+pytestmark = pytest.mark.slurm
+
+START = datetime(2026, 3, 4, 0, 0, tzinfo=UTC)
+CLEAN_G = 50.0
+
+
+def write_trace(path: Path, first_hours: Sequence[float], then: float) -> Path:
+    """An hourly two-column trace over two weeks from START: `first_hours`, then `then`."""
+    lines = ["time,intensity"]
+    for h in range(14 * 24):
+        value = first_hours[h] if h < len(first_hours) else then
+        lines.append(f"{(START + timedelta(hours=h)):%Y-%m-%dT%H:%M:%S}+0000,{value}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def make_agent(
+    bed: SlurmBed, tmp_path: Path, traces: dict[str, Path], clock: FakeClock, **slurm: Any
+) -> Agent:
+    settings = load_settings(
+        None,
+        state_dir=tmp_path / "state",
+        providers={"replay": {"type": "replay"}},
+        regions={
+            region: {"sources": [{"provider": "replay", "location": str(path)}]}
+            for region, path in traces.items()
+        },
+        default_region="brown",
+        slurm={
+            "regions": {region: {"partition": part} for region, part in PARTITIONS.items()},
+            "slurm_conf": str(bed.conf),
+            "timeout_s": 15,
+            **slurm,
+        },
+    )
+    agent = Agent.build(settings, clock=clock, registry=CollectorRegistry())
+    assert isinstance(agent.adapters["slurm"], SlurmAdapter)
+    agent.startup()
+    return agent
+
+
+def spec(bed: SlurmBed, **kw: Any) -> JobSpec:
+    base: dict[str, Any] = {
+        "name": "agent-job",
+        "engine": "slurm",
+        "command": ["sleep 600"],
+        "shell": True,
+        "workdir": str(bed.root / "jobs"),
+        "gpus": 1,
+        "expected_duration_s": 3600,
+    }
+    base.update(kw)
+    return JobSpec(**base)
+
+
+def squeue(bed: SlurmBed, ref: str, fmt: str) -> str:
+    return bed.run("squeue", "-h", "-t", "all", "-j", ref, "-o", fmt).strip()
+
+
+def step(agent: Agent, clock: FakeClock, minutes: float) -> None:
+    clock.advance(timedelta(minutes=minutes))
+    agent.refresh_signals()
+    agent.reconcile()
+    agent.tick()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def agents() -> Iterator[list[Agent]]:
+    made: list[Agent] = []
+    yield made
+    for agent in made:
+        agent.stop()
+
+
+def test_deadline_forces_release_while_the_grid_is_still_dirty(
+    bed: SlurmBed, tmp_path: Path, clock: FakeClock, agents: list[Agent]
+) -> None:
+    # Dirty for the first 6 hours (less so from 02:00); clean only after that.
+    brown = write_trace(tmp_path / "brown.csv", [800, 800, 500, 500, 500, 500], CLEAN_G)
+    green = write_trace(tmp_path / "green.csv", [900] * 6, CLEAN_G)
+    agent = make_agent(bed, tmp_path, {"brown": brown, "green": green}, clock)
+    agents.append(agent)
+
+    # Must finish within 3 h: the clean hours come too late for it.
+    job = agent.submit(spec(bed), deadline_in_s=3 * 3600)
+    assert job.state == JobState.HELD and job.engine_ref is not None
+    assert job.planned_start == job.latest_start == START + timedelta(hours=2)
+    line = squeue(bed, job.engine_ref, "%r|%P|%k")
+    assert line == f"JobHeldUser|gpu-brown|gridshift:id={job.id};start=2026-03-04T02:00:00Z"
+
+    # Ticks before the latest start keep it held, in Slurm too.
+    for _ in range(11):
+        step(agent, clock, 10)
+    assert clock.now() == START + timedelta(minutes=110)
+    assert agent.store.get_job(job.id).state == JobState.HELD
+    assert squeue(bed, job.engine_ref, "%T|%r") == "PENDING|JobHeldUser"
+
+    # The tick that reaches the latest start releases it, at 500 g/kWh: ten times the
+    # intensity that comes after the deadline.
+    step(agent, clock, 10)
+    started = agent.store.get_job(job.id)
+    assert started.state == JobState.RUNNING
+    assert started.reason.startswith("latest start 2026-03-04 02:00Z reached")
+    assert started.started_at is not None and started.started_at <= started.latest_start
+    assert agent.hub.intensity_at("brown", started.started_at) == 500
+    wait_for(lambda: squeue(bed, job.engine_ref, "%T") == "RUNNING", what="Slurm to run it")
+
+    agent.reconcile()  # Slurm's view of the GPUs reaches the store (for NVML attribution)
+    assert len(agent.store.get_job(job.id).gpus_assigned) == 1
+
+
+def test_agent_places_a_job_in_the_cleaner_partition(
+    bed: SlurmBed, tmp_path: Path, clock: FakeClock, agents: list[Agent]
+) -> None:
+    brown = write_trace(tmp_path / "brown.csv", [700] * 24, 600)
+    green = write_trace(tmp_path / "green.csv", [300, 280, 260] + [120] * 21, 100)
+    agent = make_agent(bed, tmp_path, {"brown": brown, "green": green}, clock)
+    agents.append(agent)
+    agent.planner = CarbonPlanner()
+
+    job = agent.submit(spec(bed, allowed_regions=["brown", "green"]), deadline_in_s=12 * 3600)
+    assert job.engine_ref is not None and job.region == "green"
+    assert squeue(bed, job.engine_ref, "%P") == "gpu-green"
+    assert agent.adapters["slurm"].status(job).region == "green"
+
+
+def test_held_jobs_survive_a_slurmctld_restart_and_start_on_plan(
+    bed: SlurmBed, tmp_path: Path, clock: FakeClock, agents: list[Agent]
+) -> None:
+    brown = write_trace(tmp_path / "brown.csv", [800, 800, 800], 100)
+    green = write_trace(tmp_path / "green.csv", [800, 800, 800], 100)
+    agent = make_agent(bed, tmp_path, {"brown": brown, "green": green}, clock)
+    agents.append(agent)
+    jobs = [agent.submit(spec(bed, name=f"restart-{i}"), deadline_in_s=12 * 3600) for i in (1, 2)]
+    for job in jobs:
+        assert job.state == JobState.HELD and job.planned_start == START + timedelta(hours=3)
+    refs = [j.engine_ref for j in jobs]
+    assert None not in refs
+
+    bed.stop_daemon("slurmctld")
+    try:
+        # Slurm is down: ticks and reconciles go on, nothing is lost or released.
+        step(agent, clock, 30)
+        step(agent, clock, 30)
+        for job in jobs:
+            assert agent.store.get_job(job.id).state == JobState.HELD
+        errors = agent.metrics.adapter_errors.labels(adapter="slurm", operation="list")
+        assert errors._value.get() >= 1
+    finally:
+        bed.start_slurmctld()
+
+    time.sleep(3)  # Slurm schedules again: held jobs must stay held
+    step(agent, clock, 30)
+    for job, ref in zip(jobs, refs, strict=True):
+        assert agent.store.get_job(job.id).engine_ref == ref  # not resubmitted
+        assert squeue(bed, ref, "%T|%r") == "PENDING|JobHeldUser"
+    assert len(bed.run("squeue", "-h", "-o", "%i").split()) == 2
+
+    # The planned start falls while the controller is down again: the release waits for it.
+    step(agent, clock, 89)  # 02:59
+    assert all(agent.store.get_job(j.id).state == JobState.HELD for j in jobs)
+    bed.stop_daemon("slurmctld")
+    try:
+        step(agent, clock, 1)  # 03:00: the plan says start, but Slurm cannot be told
+        start_errors = agent.metrics.adapter_errors.labels(adapter="slurm", operation="start")
+        assert start_errors._value.get() == 2
+    finally:
+        bed.start_slurmctld()
+    for ref in refs:  # nothing was released behind the agent's back, nothing lost
+        assert squeue(bed, ref, "%T|%r") == "PENDING|JobHeldUser"
+    # The adapter stops asking a controller that failed for a moment (no pile-up of
+    # timeouts); the next reconcile after that carries the recorded start out.
+    time.sleep(SlurmCli.unavailable_retry_s)
+    step(agent, clock, 1)
+    for ref in refs:
+        wait_for(lambda r=ref: squeue(bed, r, "%T") == "RUNNING", what=f"slurm job {ref} to run")
+    for job in jobs:
+        assert agent.store.get_job(job.id).state == JobState.RUNNING
+
+
+def test_native_job_is_adopted_planned_and_released_by_the_agent(
+    bed: SlurmBed, tmp_path: Path, clock: FakeClock, agents: list[Agent]
+) -> None:
+    brown = write_trace(tmp_path / "brown.csv", [800, 800], 100)
+    green = write_trace(tmp_path / "green.csv", [800, 800], 100)
+    agent = make_agent(bed, tmp_path, {"brown": brown, "green": green}, clock)
+    agents.append(agent)
+    ref = bed.run(
+        "sbatch", "--parsable", "--chdir", str(bed.root / "jobs"), "-p", "gpu-brown",
+        "--gres=gpu:1", "-t", "60", "-J", "native", "--comment", "gridshift:deadline=12h",
+        "--wrap", "sleep 600",
+    ).strip()  # fmt: skip
+
+    agent.reconcile()
+    adopted = agent.store.find_by_engine_ref("slurm", ref)
+    assert adopted is not None and adopted.spec.engine_options["native"] is True
+    agent.tick()
+    job = agent.store.get_job(adopted.id)
+    assert job.state == JobState.HELD and job.planned_start == START + timedelta(hours=2)
+    assert squeue(bed, ref, "%r|%k") == (
+        f"JobHeldUser|gridshift:deadline=12h;id={job.id};start=2026-03-04T02:00:00Z"
+    )
+    agent.reconcile()  # the tagged job maps to the same gridshift job: no second adoption
+    assert [j.id for j in agent.store.list_jobs() if j.engine_ref == ref] == [job.id]
+
+    for _ in range(4):
+        step(agent, clock, 30)
+    assert agent.store.get_job(job.id).state == JobState.RUNNING
+    wait_for(lambda: squeue(bed, ref, "%T") == "RUNNING", what="the adopted job to run")
