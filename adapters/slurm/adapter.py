@@ -322,12 +322,24 @@ class SlurmAdapter:
             raise Conflict(
                 f"job {job.id} (slurm {sj.job_id}) is paused by a requeue; resume it instead"
             )
+        first = self._marker(sj).fields.get("start") != "now"
         self._set_comment(sj, job, start="now")
+        acted = first
         if sj.held:
             self.cli.run(["scontrol", "release", sj.job_id])
-        if self.config.start_mode == "begin" or sj.reason == "BeginTime":
+            acted = True
+        if sj.reason == "BeginTime" or (first and self.config.start_mode == "begin"):
             self._update(sj, "StartTime=now")
-        self._log("released", job, sj.job_id)
+            acted = True
+        if acted:
+            self._log("released", job, sj.job_id)
+        else:
+            log.debug(
+                "slurm: release job %s (slurm %s): released already, pending (%s)",
+                job.id,
+                sj.job_id,
+                sj.reason,
+            )
 
     def hold(self, job: Job) -> None:
         sj = self._require(job, "hold")
