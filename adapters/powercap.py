@@ -181,15 +181,19 @@ class NvmlPowerCapper:
             record.pop(uuid)
             self._write(record)
 
-    def restore(self, index: int, reason: str) -> None:
-        """Put one device back to the limit recorded before gridshift changed it."""
+    def restore(self, index: int, reason: str) -> bool:
+        """Put one device back to the limit recorded before gridshift changed it. Returns
+        whether a limit was changed (False: gridshift had not changed this device)."""
         with self._lock:
             dev = next((d for d in self.telemetry.devices() if d.index == index), None)
             if dev is None:
-                return
+                return False
             entry = self.recorded().get(dev.uuid)
-            if entry is not None:
-                self.set_limit(index, float(entry["restore_w"]), reason)
+            if entry is None:
+                return False
+            restore_w = float(entry["restore_w"])
+            applied = self.set_limit(index, restore_w, reason)
+            return abs(applied - restore_w) < _TOLERANCE_W
 
     def restore_defaults(self, reason: str) -> None:
         """Put every device gridshift changed back to its recorded limit; forget it."""

@@ -386,7 +386,9 @@ class Agent:
         try:
             restore = getattr(self.capper, "restore", None)
             if d.action == Action.UNCAP and restore is not None:
-                restore(d.device_index, d.reason)  # back to the limit recorded before capping
+                # back to the limit recorded before capping; nothing recorded: nothing to do
+                if not restore(d.device_index, d.reason):
+                    return False
             elif d.action == Action.UNCAP:
                 self.capper.restore_defaults(d.reason)
             elif d.power_limit_w is not None:

@@ -225,3 +225,29 @@ def test_gpu_job_energy_is_measured_and_metrics_exported(
     assert job["saving_is_estimate"] is False
     assert job["emissions_g"] == pytest.approx(job["energy_j"] / 3.6e6 * 200.0, rel=0.05)
     agent.kill(signal.SIGTERM)
+
+
+def test_agent_without_a_driver_says_telemetry_off_once_and_schedules(
+    agent_factory: Callable[[float], Agent], tmp_path: Path
+) -> None:
+    agent = agent_factory(200.0)
+    agent.env["FAKE_NVML_STATE"] = str(tmp_path / "no-driver")  # NVML: driver not loaded
+    agent.start()
+    resp = requests.post(
+        agent.api + "/jobs",
+        json={"command": [sys.executable, "-c", "pass"], "expected_duration_s": 1, "gpus": 1},
+        timeout=10,
+    )
+    assert resp.status_code == 201, resp.text
+    job_id = resp.json()["id"]
+
+    def finished() -> bool:
+        job = requests.get(f"{agent.api}/jobs/{job_id}", timeout=5).json()
+        return job["state"] == "succeeded"
+
+    wait_for("the job to finish without telemetry", finished, 60, agent)
+    time.sleep(1.0)  # several sampling rounds (every 0.2 s) have passed
+    assert agent.log().count("GPU telemetry is off") == 1, agent.log()
+    assert "driver is not loaded" in agent.log()
+    assert "gridshift_gpu_power_watts{" not in requests.get(agent.api + "/metrics", timeout=5).text
+    agent.kill(signal.SIGTERM)

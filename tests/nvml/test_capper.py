@@ -194,3 +194,16 @@ def test_cap_and_restore_on_a_real_gpu(backend: str, tmp_path: Path) -> None:
     after = capper.telemetry.limits(0)
     assert after is not None and abs(after.current_w - limits.current_w) < 1.0
     capper.telemetry.close()
+
+
+def test_restore_one_device_only_when_gridshift_changed_it(
+    fake_nvml: FakeNvml, tmp_path: Path
+) -> None:
+    fake_nvml.state.change(1, power_limit_w=600.0)  # an admin's limit, not gridshift's
+    capper, _ = make(tmp_path)
+    capper.set_limit(0, 400.0, "dirty")
+    assert capper.restore(1, "signal lost") is False
+    assert limit_mw(fake_nvml, 1) == 600_000  # left alone
+    assert capper.restore(0, "signal lost") is True
+    assert limit_mw(fake_nvml, 0) == 700_000
+    assert capper.restore(0, "again") is False
