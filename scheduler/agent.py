@@ -47,6 +47,7 @@ from .models import (
     Snapshot,
     new_job_id,
 )
+from .policy.planner import CarbonPlanner, CarbonPlannerConfig
 from .policy.powercap import plan_caps
 from .policy.window import StepSeries, WindowPlanner, expected_power_w
 from .signals import SignalHub, build_hub
@@ -141,7 +142,11 @@ class Agent:
         if not adapters:
             raise ConfigError("no engine adapter is installed; reinstall gridshift")
         lookahead_s = settings.tick_s * settings.clock_speed + settings.start_slack_s
-        planner = WindowPlanner(lookahead_s=lookahead_s)
+        planner: Planner
+        if settings.planner == "carbon":
+            planner = CarbonPlanner(CarbonPlannerConfig(slot_s=settings.planner_slot_s))
+        else:
+            planner = WindowPlanner(lookahead_s=lookahead_s)
         power_source = (
             NvmlTelemetry(clock, energy_every_s=settings.nvml.energy_interval_s)
             if settings.nvml.enabled

@@ -201,6 +201,14 @@ class Settings(BaseSettings):
     start_slack_s: float = Field(
         default=0.0, ge=0, description="start this much before the latest start, as a margin"
     )
+    planner: Literal["window", "carbon"] = Field(
+        default="carbon",
+        description="carbon: time, region, capacity and suspend/resume planning "
+        "(policy/planner.py); window: the lowest-mean-window planner",
+    )
+    planner_slot_s: float = Field(
+        default=1800.0, gt=0, description="resolution of the carbon planner's schedule"
+    )
     providers: dict[str, ProviderConfig] = Field(
         default_factory=lambda: {"replay": ReplayProviderConfig()}  # type: ignore[arg-type]
     )

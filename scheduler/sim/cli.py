@@ -1,0 +1,136 @@
+"""`gridshift simulate`: replay a carbon trace and a job trace through the planner and the
+baselines with a fake clock, and write a report (table + PNG plots).
+
+    gridshift simulate TRACE.csv --scenario ml-interruptible --forecast noise10 --out report/
+    gridshift simulate de --data-dir ../traces --days 14
+
+TRACE is a CSV file in any layout the replay provider reads, a region name matched against
+the files in --data-dir (e.g. `de` finds de_2023_...csv, the most recent one), or `bundled`
+(the trace shipped with gridshift).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..errors import ConfigError
+from .jobs import SCENARIOS
+
+FORECASTS = ("perfect", "noise5", "noise10", "noise20", "realistic", "historical")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("trace", help="CSV file, region name (with --data-dir) or 'bundled'")
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("GRIDSHIFT_TRACE_DIR"),
+        help="folder of traces to look region names up in (env GRIDSHIFT_TRACE_DIR)",
+    )
+    parser.add_argument("--scenario", choices=SCENARIOS, default="nightly")
+    parser.add_argument("--forecast", choices=FORECASTS, default="perfect")
+    parser.add_argument(
+        "--forecast-archive", help="issued forecasts (request_time,forecast_time,value)"
+    )
+    parser.add_argument("--policies", nargs="*", default=None, help="default: all")
+    parser.add_argument("--days", type=int, default=14, help="days of job submissions")
+    parser.add_argument(
+        "--start-day", type=int, default=8, help="days after the trace start (history before)"
+    )
+    parser.add_argument("--slot-s", type=float, default=3600.0, help="simulation resolution")
+    parser.add_argument("--capacity", type=int, default=None, help="GPUs in the region")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-oracle", action="store_true", help="skip the MILP oracle")
+    parser.add_argument("--out", type=Path, default=None, help="folder for report.txt and PNGs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def resolve_trace(name: str, data_dir: str | None) -> Path:
+    path = Path(name)
+    if path.is_file():
+        return path
+    if name == "bundled":
+        from ..signals.replay import bundled_trace_path
+
+        return bundled_trace_path()
+    if data_dir:
+        matches = sorted(
+            p
+            for p in Path(data_dir).glob(f"{name.lower()}_*")
+            if p.suffix in (".csv", ".gz") and "forecast" not in p.name
+        )
+        if matches:
+            return matches[-1]
+    raise ConfigError(
+        f"no trace {name!r}: give a CSV path, 'bundled', or a region name with --data-dir "
+        "(or GRIDSHIFT_TRACE_DIR) pointing at a folder of traces"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .jobs import scenario_jobs
+    from .report import plots, table
+    from .suite import POLICIES, run_suite
+    from .traces import DAY_S, make_forecast, region_trace
+
+    path = resolve_trace(args.trace, args.data_dir)
+    region = path.name.split("_")[0].split(".")[0]
+    full = region_trace(path, args.slot_s, region)
+    start_s = full.origin_s + args.start_day * DAY_S
+    trace = full.window(start_s - args.start_day * DAY_S, args.start_day + args.days + 8)
+    if len(trace) * args.slot_s < (args.start_day + args.days) * DAY_S:
+        raise ConfigError(
+            f"{path.name} covers {len(full) * args.slot_s / DAY_S:.1f} days; it needs "
+            f"{args.start_day + args.days} (use fewer --days or a smaller --start-day)"
+        )
+    archive = Path(args.forecast_archive) if args.forecast_archive else None
+    if args.forecast == "historical" and archive is None and args.data_dir:
+        found = sorted(Path(args.data_dir).glob(f"{region}_*forecast*.csv"))
+        archive = found[-1] if found else None
+    model = make_forecast(args.forecast, trace, seed=args.seed, archive=archive)
+    jobs = scenario_jobs(
+        args.scenario,
+        datetime.fromtimestamp(start_s, UTC),
+        args.days,
+        [region],
+        args.slot_s,
+        seed=args.seed,
+    )
+    if not jobs:
+        raise ConfigError("the scenario produced no jobs in that period; use more --days")
+    policies = list(args.policies or POLICIES)
+    hist = full.values[max(0, full.slot_of(start_s) - int(7 * DAY_S / args.slot_s)) :]
+    threshold = float(np.median(hist[: int(7 * DAY_S / args.slot_s)]))
+    t0 = time.perf_counter()
+    suite = run_suite(
+        {region: trace},
+        {region: model},
+        jobs,
+        policies,
+        forecast_name=args.forecast,
+        capacity_gpus={region: args.capacity},
+        threshold_g_per_kwh=threshold,
+        with_oracle=not args.no_oracle,
+        progress=not args.quiet,
+    )
+    title = (
+        f"{path.name}: {args.scenario}, {len(jobs)} jobs over {args.days} days, "
+        f"{args.forecast} forecast, threshold {threshold:.0f} g/kWh "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+    text = table(suite, title)
+    print(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "report.txt").write_text(text + "\n", encoding="utf-8")
+        for p in plots(suite, {region: trace}, args.out, f"{region}_{args.scenario}"):
+            print(f"wrote {p}", file=sys.stderr)
+    return 0
