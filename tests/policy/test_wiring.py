@@ -29,8 +29,21 @@ def test_carbon_planner_is_the_default_and_typos_are_rejected():
 
 def test_simulate_command_writes_a_report(tmp_path, capsys):
     out = tmp_path / "report"
-    rc = main(["simulate", "bundled", "--scenario", "nightly", "--days", "6",
-               "--forecast", "noise10", "--out", str(out), "--quiet"])  # fmt: skip
+    rc = main(
+        [
+            "simulate",
+            "bundled",
+            "--scenario",
+            "nightly",
+            "--days",
+            "6",
+            "--forecast",
+            "noise10",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     text = (out / "report.txt").read_text()
     assert "gridshift" in text and "oracle (MILP, perfect)" in text

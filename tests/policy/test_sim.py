@@ -1,0 +1,102 @@
+"""The simulator's parts: traces on a slot grid, forecast models, job scenarios, accounting;
+and gridshift on a real trace."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from gridshift.scheduler.errors import ConfigError
+from gridshift.scheduler.policy.baselines import RunNow
+from gridshift.scheduler.sim.engine import simulate
+from gridshift.scheduler.sim.jobs import generated_jobs, ml_jobs, nightly_jobs
+from gridshift.scheduler.sim.suite import run_suite
+from gridshift.scheduler.sim.traces import (
+    DAY_S,
+    NoisyForecast,
+    PastDataForecast,
+    RegionTrace,
+    make_forecast,
+    region_trace,
+)
+
+from .helpers import HOUR, T0, job, traces
+
+
+def test_region_trace_averages_onto_slots(tmp_path):
+    p = tmp_path / "x_trace.csv"
+    rows = ["time,X"] + [
+        f"2024-01-01 {h:02d}:{m:02d}:00,{v}" for h in range(3) for m, v in ((0, 100), (30, 200))
+    ]
+    p.write_text("\n".join(rows) + "\n")
+    tr = region_trace(p, 3600)
+    assert len(tr) == 3 and np.allclose(tr.values, 150)
+    assert tr.time_of(1) == datetime(2024, 1, 1, 1, tzinfo=UTC)
+
+
+def test_forecast_models_keep_the_measured_value_now():
+    vals = 200 + 50 * np.sin(np.arange(24 * 10) / 3.8)
+    tr = RegionTrace("r", T0.timestamp(), HOUR, vals)
+    for kind in ("perfect", "noise10", "realistic"):
+        f = make_forecast(kind, tr).values(24 * 8, 48)
+        assert f.shape == (48,) and f[0] == vals[24 * 8]
+    noisy = NoisyForecast(tr, 0.10, seed=1).values(24 * 8, 200)
+    err = noisy[1:] - vals[24 * 8 + 1 : 24 * 8 + 200]
+    assert 0.05 * vals.mean() < err.std() < 0.15 * vals.mean()
+    # a daily pattern is learnt from the past days
+    past = PastDataForecast(tr).values(24 * 8, 48)
+    assert np.abs(past[24:] - vals[24 * 9 : 24 * 10]).mean() < 10
+    with pytest.raises(ConfigError, match="historical"):
+        make_forecast("historical", tr)
+
+
+def test_job_scenarios_follow_the_published_setups():
+    start = datetime(2024, 6, 3, tzinfo=UTC)  # a Monday
+    nightly = nightly_jobs(start, 5, ["r"])
+    assert len(nightly) == 4  # the first window would open before the start
+    assert all(j.deadline - j.submitted_at == timedelta(hours=16, minutes=30) for j in nightly)
+    ml = ml_jobs(start, 7, ["r"], interruptible=True, seed=3)
+    for j in ml:
+        assert j.submitted_at.weekday() < 5 and 9 <= j.submitted_at.hour <= 17
+        latest = j.deadline - timedelta(seconds=j.spec.expected_duration_s)
+        assert latest.hour == 9 and latest.weekday() < 5 and latest > j.submitted_at
+        assert 4 * 3600 <= j.spec.expected_duration_s <= 90 * 3600
+    gen = generated_jobs(start, 2, ["a", "b"], per_hour=3, seed=1)
+    assert 80 < len(gen) < 220
+    assert {g for j in gen for g in j.spec.allowed_regions} == {"a", "b"}
+
+
+def test_accounting_is_energy_times_intensity():
+    tr, fc = traces({"a": np.array([100.0, 200, 300, 400])})
+    res = simulate(RunNow(slot_s=HOUR), tr, fc, [job("a", 1.5, 4, gpus=2)])
+    assert res.jobs[0].energy_kwh == pytest.approx(0.9)
+    # 2 GPUs x 300 W: 0.6 kWh in hour 0, 0.3 kWh in the half of hour 1
+    assert res.emissions_g == pytest.approx(0.6 * 100 + 0.3 * 200)
+    assert res.jobs[0].end_s == T0.timestamp() + 1.5 * HOUR and res.missed == 0
+
+
+def test_gridshift_on_a_real_trace_captures_the_oracle(shared_carbon):
+    full = region_trace(shared_carbon / "de_2023_electricitymaps_hourly.csv", HOUR, "de")
+    start = full.origin_s + 8 * DAY_S
+    tr = full.window(start - 8 * DAY_S, 8 + 14 + 2)
+    jobs = nightly_jobs(datetime.fromtimestamp(start, UTC), 14, ["de"])
+    pols = ["gridshift", "wait-awhile"]
+    perfect = run_suite(
+        {"de": tr}, {"de": make_forecast("perfect", tr)}, jobs, pols, forecast_name="perfect"
+    )
+    assert perfect.oracle_exact
+    assert perfect.capture("gridshift") >= 0.95
+    assert perfect.results["gridshift"].missed == 0
+    noisy = run_suite(
+        {"de": tr},
+        {"de": make_forecast("noise10", tr)},
+        jobs,
+        pols,
+        forecast_name="noise10",
+        with_oracle=False,
+    )
+    noisy.oracle_g = perfect.oracle_g
+    assert noisy.saving("gridshift") > 0
+    assert noisy.saving("gridshift") >= noisy.saving("wait-awhile")
