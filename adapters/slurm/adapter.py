@@ -378,8 +378,30 @@ class SlurmAdapter:
                 raise
         self._log("cancelled", job, sj.job_id)
 
+    def _accounting(self, job: Job) -> SlurmJob | None:
+        """A job the controller no longer lists (ended more than MinJobAge ago), from the
+        accounting database; None where accounting is off or does not know it either."""
+        ref = job.engine_ref or job.spec.engine_options.get("slurm_job_id")
+        if ref is None:
+            return None
+        ref_id = str(ref).split(";")[0]
+        try:
+            out = self.cli.run(
+                ["sacct", "-X", "-n", "-P", "-j", ref_id, "-o", formats.SACCT_FIELDS]
+            )
+        except EngineUnavailable:
+            raise
+        except AdapterError as exc:  # "accounting storage is disabled", or no sacct at all
+            log.debug("slurm: sacct cannot tell about slurm job %s: %s", ref_id, exc)
+            return None
+        return formats.parse_sacct(out, ref_id)
+
     def status(self, job: Job) -> EngineStatus:
         sj = self._find(job)
+        if sj is None:
+            # Never report "missing" for a job that merely ended long ago: the agent would
+            # submit it again.
+            sj = self._accounting(job)
         if sj is None:
             return EngineStatus(
                 ref=job.engine_ref or "",

@@ -374,3 +374,38 @@ def strip_gres_sockets(text: str) -> str:
     if text in ("(null)", "N/A"):
         return ""
     return re.sub(r"\([^)]*\)", "", text)
+
+
+# --------------------------------------------------------------------------------------------
+# sacct (for jobs the controller has already forgotten: older than MinJobAge)
+
+SACCT_FIELDS = "JobID,JobName,State,ExitCode,Submit,Start,End,Partition,Comment"
+
+
+def parse_sacct(output: str, job_id: str) -> SlurmJob | None:
+    """`sacct -X -n -P -j ID -o SACCT_FIELDS` -> the job (its last record), or None."""
+    found: SlurmJob | None = None
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        values = line.split("|", 8)
+        if len(values) != 9:
+            raise AdapterError(f"sacct printed a line gridshift cannot read: {line!r}")
+        jid, name, state, exit_code, submit, start, end, partition, comment = values
+        if jid.split("+")[0].split("_")[0] != job_id:
+            continue
+        base = state.split()[0].upper() if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
+        found = SlurmJob(
+            job_id=job_id,
+            name=name,
+            state=base,
+            reason="",
+            partition=partition,
+            comment=comment,
+            submit_time=_text_time(submit),
+            start_time=_text_time(start),
+            end_time=_text_time(end) if base in _ENDED else None,
+            exit_code=parse_exit_code(exit_code) if base in _ENDED else None,
+            detail_known=False,
+        )
+    return found

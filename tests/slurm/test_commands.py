@@ -144,6 +144,8 @@ def test_controller_down_in_json_output_is_unavailable(tmp_path: Path) -> None:
 
 def test_actions_on_a_job_slurm_does_not_know(tmp_path: Path) -> None:
     fake_bin(tmp_path, "squeue", 'echo \'{"jobs": [], "errors": []}\'')
+    disabled = "sacct: error: Slurm accounting storage is disabled"
+    fake_bin(tmp_path, "sacct", f"echo '{disabled}' >&2; exit 1")
     adapter = make_adapter(tmp_path)
     job = held_job()
     assert adapter.status(job).state is EngineState.MISSING
@@ -161,3 +163,37 @@ def test_build_from_settings() -> None:
     adapter = build(settings, FakeClock())
     assert isinstance(adapter, SlurmAdapter)
     assert adapter.default_region == "local" and adapter.cli.timeout_s == 7
+
+
+def test_a_job_older_than_min_job_age_is_read_from_accounting(tmp_path: Path) -> None:
+    fake_bin(tmp_path, "squeue", 'echo \'{"jobs": [], "errors": []}\'')
+    fake_bin(
+        tmp_path,
+        "sacct",
+        'echo "1|train|CANCELLED by 0|0:15|2026-01-01T00:00:00|2026-01-01T01:00:00|'
+        '2026-01-01T01:30:00|gpu-green|gridshift:id=j-held;start=now"',
+    )
+    status = make_adapter(tmp_path).status(held_job())
+    assert status.state is EngineState.CANCELLED and status.exit_code == 128 + 15
+    assert status.region == "green"
+    assert status.ended_at == datetime(2026, 1, 1, 1, 30, tzinfo=UTC)
+
+    fake_bin(
+        tmp_path,
+        "sacct",
+        'echo "1|train|COMPLETED|0:0|2026-01-01T00:00:00|2026-01-01T01:00:00|'
+        '2026-01-01T01:30:00|gpu-brown|"',
+    )
+    status = make_adapter(tmp_path).status(held_job())
+    assert status.state is EngineState.SUCCEEDED and status.exit_code == 0
+
+
+def test_accounting_that_cannot_be_reached_is_not_taken_for_a_lost_job(tmp_path: Path) -> None:
+    fake_bin(tmp_path, "squeue", 'echo \'{"jobs": [], "errors": []}\'')
+    fake_bin(
+        tmp_path,
+        "sacct",
+        "echo 'sacct: error: Problem talking to the database: Connection refused' >&2; exit 1",
+    )
+    with pytest.raises(EngineUnavailable):
+        make_adapter(tmp_path).status(held_job())

@@ -21,7 +21,6 @@ from gridshift.scheduler.agent import Agent
 from gridshift.scheduler.clock import FakeClock
 from gridshift.scheduler.config import load_settings
 from gridshift.scheduler.models import JobSpec, JobState
-from gridshift.scheduler.policy.planner import CarbonPlanner
 
 from .bed import PARTITIONS, SlurmBed
 from .conftest import wait_for
@@ -43,11 +42,17 @@ def write_trace(path: Path, first_hours: Sequence[float], then: float) -> Path:
 
 
 def make_agent(
-    bed: SlurmBed, tmp_path: Path, traces: dict[str, Path], clock: FakeClock, **slurm: Any
+    bed: SlurmBed,
+    tmp_path: Path,
+    traces: dict[str, Path],
+    clock: FakeClock,
+    planner: str = "carbon",
+    **slurm: Any,
 ) -> Agent:
     settings = load_settings(
         None,
         state_dir=tmp_path / "state",
+        planner=planner,
         providers={"replay": {"type": "replay"}},
         regions={
             region: {"sources": [{"provider": "replay", "location": str(path)}]}
@@ -105,37 +110,38 @@ def agents() -> Iterator[list[Agent]]:
         agent.stop()
 
 
+@pytest.mark.parametrize("planner", ["carbon", "window"])
 def test_deadline_forces_release_while_the_grid_is_still_dirty(
-    bed: SlurmBed, tmp_path: Path, clock: FakeClock, agents: list[Agent]
+    bed: SlurmBed, tmp_path: Path, clock: FakeClock, agents: list[Agent], planner: str
 ) -> None:
-    # Dirty for the first 6 hours (less so from 02:00); clean only after that.
-    brown = write_trace(tmp_path / "brown.csv", [800, 800, 500, 500, 500, 500], CLEAN_G)
-    green = write_trace(tmp_path / "green.csv", [900] * 6, CLEAN_G)
-    agent = make_agent(bed, tmp_path, {"brown": brown, "green": green}, clock)
+    # Dirty until 03:00, clean after. The job needs 2 h and must end by 04:00, so its
+    # latest start is 02:00: the cleaner the later, but it cannot wait for the clean hours.
+    brown = write_trace(tmp_path / "brown.csv", [800, 800, 800], CLEAN_G)
+    green = write_trace(tmp_path / "green.csv", [900, 900, 900], CLEAN_G)
+    agent = make_agent(bed, tmp_path, {"brown": brown, "green": green}, clock, planner=planner)
     agents.append(agent)
 
-    # Must finish within 3 h: the clean hours come too late for it.
-    job = agent.submit(spec(bed), deadline_in_s=3 * 3600)
+    job = agent.submit(spec(bed, expected_duration_s=2 * 3600), deadline_in_s=4 * 3600)
+    latest = START + timedelta(hours=2)
+    assert job.latest_start == latest
     assert job.state == JobState.HELD and job.engine_ref is not None
-    assert job.planned_start == job.latest_start == START + timedelta(hours=2)
+    assert job.planned_start is not None and START < job.planned_start <= latest
     line = squeue(bed, job.engine_ref, "%r|%P|%k")
-    assert line == f"JobHeldUser|gpu-brown|gridshift:id={job.id};start=2026-03-04T02:00:00Z"
+    assert line == (
+        f"JobHeldUser|gpu-brown|gridshift:id={job.id};start={job.planned_start:%Y-%m-%dT%H:%M:%SZ}"
+    )
 
-    # Ticks before the latest start keep it held, in Slurm too.
-    for _ in range(11):
+    # Every tick before the release keeps it held, in Slurm too; the release comes by the
+    # latest start at the latest, while the grid is still at 800 g/kWh.
+    while agent.store.get_job(job.id).state == JobState.HELD:
+        assert squeue(bed, job.engine_ref, "%T|%r") == "PENDING|JobHeldUser"
+        assert clock.now() < latest
         step(agent, clock, 10)
-    assert clock.now() == START + timedelta(minutes=110)
-    assert agent.store.get_job(job.id).state == JobState.HELD
-    assert squeue(bed, job.engine_ref, "%T|%r") == "PENDING|JobHeldUser"
-
-    # The tick that reaches the latest start releases it, at 500 g/kWh: ten times the
-    # intensity that comes after the deadline.
-    step(agent, clock, 10)
     started = agent.store.get_job(job.id)
     assert started.state == JobState.RUNNING
-    assert started.reason.startswith("latest start 2026-03-04 02:00Z reached")
-    assert started.started_at is not None and started.started_at <= started.latest_start
-    assert agent.hub.intensity_at("brown", started.started_at) == 500
+    assert started.started_at is not None and started.started_at <= latest
+    assert agent.hub.intensity_at("brown", started.started_at) == 800
+    assert agent.hub.intensity_at("brown", START + timedelta(hours=3)) == CLEAN_G
     wait_for(lambda: squeue(bed, job.engine_ref, "%T") == "RUNNING", what="Slurm to run it")
 
     agent.reconcile()  # Slurm's view of the GPUs reaches the store (for NVML attribution)
@@ -149,7 +155,6 @@ def test_agent_places_a_job_in_the_cleaner_partition(
     green = write_trace(tmp_path / "green.csv", [300, 280, 260] + [120] * 21, 100)
     agent = make_agent(bed, tmp_path, {"brown": brown, "green": green}, clock)
     agents.append(agent)
-    agent.planner = CarbonPlanner()
 
     job = agent.submit(spec(bed, allowed_regions=["brown", "green"]), deadline_in_s=12 * 3600)
     assert job.engine_ref is not None and job.region == "green"
@@ -160,13 +165,15 @@ def test_agent_places_a_job_in_the_cleaner_partition(
 def test_held_jobs_survive_a_slurmctld_restart_and_start_on_plan(
     bed: SlurmBed, tmp_path: Path, clock: FakeClock, agents: list[Agent]
 ) -> None:
-    brown = write_trace(tmp_path / "brown.csv", [800, 800, 800], 100)
-    green = write_trace(tmp_path / "green.csv", [800, 800, 800], 100)
+    brown = write_trace(tmp_path / "brown.csv", [800, 800, 800, 800], 100)
+    green = write_trace(tmp_path / "green.csv", [800, 800, 800, 800], 100)
     agent = make_agent(bed, tmp_path, {"brown": brown, "green": green}, clock)
     agents.append(agent)
     jobs = [agent.submit(spec(bed, name=f"restart-{i}"), deadline_in_s=12 * 3600) for i in (1, 2)]
+    plan = jobs[0].planned_start
+    assert plan is not None and plan >= START + timedelta(hours=2)
     for job in jobs:
-        assert job.state == JobState.HELD and job.planned_start == START + timedelta(hours=3)
+        assert job.state == JobState.HELD and job.planned_start == plan
     refs = [j.engine_ref for j in jobs]
     assert None not in refs
 
@@ -183,18 +190,23 @@ def test_held_jobs_survive_a_slurmctld_restart_and_start_on_plan(
         bed.start_slurmctld()
 
     time.sleep(3)  # Slurm schedules again: held jobs must stay held
-    step(agent, clock, 30)
+    step(agent, clock, 1)
     for job, ref in zip(jobs, refs, strict=True):
         assert agent.store.get_job(job.id).engine_ref == ref  # not resubmitted
         assert squeue(bed, ref, "%T|%r") == "PENDING|JobHeldUser"
     assert len(bed.run("squeue", "-h", "-o", "%i").split()) == 2
 
     # The planned start falls while the controller is down again: the release waits for it.
-    step(agent, clock, 89)  # 02:59
+    clock.set(START + timedelta(hours=3))  # an hour before the grid turns clean
+    step(agent, clock, 0)
     assert all(agent.store.get_job(j.id).state == JobState.HELD for j in jobs)
     bed.stop_daemon("slurmctld")
     try:
-        step(agent, clock, 1)  # 03:00: the plan says start, but Slurm cannot be told
+        # Tick through the planned start: the plan says start, but Slurm cannot be told.
+        while agent.store.get_job(jobs[0].id).state == JobState.HELD:
+            assert clock.now() <= plan
+            step(agent, clock, 10)
+        assert all(agent.store.get_job(j.id).state == JobState.RUNNING for j in jobs)
         start_errors = agent.metrics.adapter_errors.labels(adapter="slurm", operation="start")
         assert start_errors._value.get() == 2
     finally:
@@ -229,14 +241,18 @@ def test_native_job_is_adopted_planned_and_released_by_the_agent(
     assert adopted is not None and adopted.spec.engine_options["native"] is True
     agent.tick()
     job = agent.store.get_job(adopted.id)
-    assert job.state == JobState.HELD and job.planned_start == START + timedelta(hours=2)
+    assert job.state == JobState.HELD and job.planned_start is not None
+    assert START + timedelta(hours=1) <= job.planned_start <= job.latest_start
     assert squeue(bed, ref, "%r|%k") == (
-        f"JobHeldUser|gridshift:deadline=12h;id={job.id};start=2026-03-04T02:00:00Z"
+        f"JobHeldUser|gridshift:deadline=12h;id={job.id};"
+        f"start={job.planned_start:%Y-%m-%dT%H:%M:%SZ}"
     )
     agent.reconcile()  # the tagged job maps to the same gridshift job: no second adoption
     assert [j.id for j in agent.store.list_jobs() if j.engine_ref == ref] == [job.id]
 
-    for _ in range(4):
-        step(agent, clock, 30)
+    while agent.store.get_job(job.id).state == JobState.HELD:
+        assert squeue(bed, ref, "%T|%r") == "PENDING|JobHeldUser"
+        assert clock.now() <= job.planned_start
+        step(agent, clock, 10)
     assert agent.store.get_job(job.id).state == JobState.RUNNING
     wait_for(lambda: squeue(bed, ref, "%T") == "RUNNING", what="the adopted job to run")
