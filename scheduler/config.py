@@ -148,7 +148,9 @@ class SlurmAdapterConfig(_Section):
         default=None, description="region for jobs that name none; empty: the first one"
     )
     slurm_conf: str | None = Field(default=None, description="SLURM_CONF for every command")
-    bin_dir: str | None = Field(default=None, description="where sbatch, squeue... live; empty: PATH")
+    bin_dir: str | None = Field(
+        default=None, description="where sbatch, squeue... live; empty: PATH"
+    )
     timeout_s: float = Field(default=30.0, gt=0, le=600, description="per Slurm command")
     start_mode: Literal["hold", "begin"] = Field(
         default="hold",
