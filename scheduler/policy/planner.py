@@ -515,7 +515,11 @@ class CarbonPlanner:
                 # hysteresis: keep an existing plan unless the new one is clearly better
                 if job.state == JobState.HELD:
                     prev = self._previous(job, grid, ls_l[i], allowed[i], snapshot.now)
-                    if prev is not None and sums[prev] <= best_c_l[i] * hyst + _EPS:
+                    # a plan whose start has come is kept: postponing at the last moment
+                    # on a fresher forecast chases forecast error more often than not
+                    if prev is not None and (
+                        prev[1] == 0 or sums[prev] <= best_c_l[i] * hyst + _EPS
+                    ):
                         r, s = prev
                 # start now unless waiting saves enough
                 if s > 0 and now_c_l[i] <= float(sums[r, s]) * min_save + _EPS:
