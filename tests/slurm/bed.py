@@ -239,8 +239,18 @@ NodeName={h} NodeAddr=127.0.0.1 CPUs=8 RealMemory=1024 Gres=gpu:{GPUS_PER_NODE} 
                 timeout=10,
                 check=False,
             )
-        for daemon in ("slurmd", "slurmctld", "munged"):
-            self.stop_daemon(daemon)
+        # slurmd and slurmctld stop together (each takes a second or two); munged last.
+        pids = [_read_pid(self.pidfile(d)) for d in ("slurmd", "slurmctld")]
+        live = [pid for pid in pids if pid is not None and _pid_alive(pid)]
+        for pid in live:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_pid_alive(pid) for pid in live):
+            time.sleep(0.1)
+        for pid in live:
+            if _pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        self.stop_daemon("munged")
 
 
 def new_bed() -> SlurmBed:
