@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shlex
 import time
 from datetime import datetime
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _REGIONS_CACHE_S = 300.0
 _READ_CACHE_S = 1.0
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class SlurmAdapter:
@@ -96,7 +98,7 @@ class SlurmAdapter:
     def _query_uncached(self) -> list[SlurmJob]:
         if self._output in ("auto", "json"):
             try:
-                out = self.cli.run(["squeue", "--json"])
+                out = self.cli.run(["squeue", "--all", "--json"])
                 payload = json.loads(out)
                 try:
                     jobs = formats.parse_json(payload)
@@ -116,7 +118,7 @@ class SlurmAdapter:
                     ) from exc
                 log.info("slurm: squeue --json is not usable here (%s); using squeue -o", exc)
                 self._output = "text"
-        out = self.cli.run(["squeue", "-h", "-t", "all", "-o", formats.TEXT_FORMAT])
+        out = self.cli.run(["squeue", "--all", "-h", "-t", "all", "-o", formats.TEXT_FORMAT])
         jobs = formats.parse_text(out)
         if any(not j.pending for j in jobs):
             # The text format has no GPU indices and no exit code: one more call for both.
@@ -303,6 +305,12 @@ class SlurmAdapter:
             raise ValidationError(f"job {job.id}: engine_options.sbatch_args must be strings")
         argv.extend(extra)
         command = spec.command[0] if spec.shell else shlex.join(spec.command)
+        bad = [k for k in spec.env if not _ENV_NAME.fullmatch(k)]
+        if bad:
+            raise ValidationError(
+                f"job {job.id}: environment names must be letters, digits and _ (not starting "
+                f"with a digit): {', '.join(sorted(bad))}"
+            )
         exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(spec.env.items()))
         argv.append(f"--wrap={exports}{command}")
         out = self.cli.run(argv).strip()

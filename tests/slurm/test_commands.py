@@ -14,7 +14,7 @@ import pytest
 from gridshift.adapters.slurm import SlurmAdapter, SlurmCli, SlurmCommandError, build
 from gridshift.scheduler.clock import FakeClock
 from gridshift.scheduler.config import SlurmAdapterConfig, load_settings
-from gridshift.scheduler.errors import AdapterError, EngineUnavailable, NotFound
+from gridshift.scheduler.errors import AdapterError, EngineUnavailable, NotFound, ValidationError
 from gridshift.scheduler.interfaces import EngineState
 from gridshift.scheduler.models import Job, JobSpec
 
@@ -197,3 +197,16 @@ def test_accounting_that_cannot_be_reached_is_not_taken_for_a_lost_job(tmp_path:
     )
     with pytest.raises(EngineUnavailable):
         make_adapter(tmp_path).status(held_job())
+
+
+def test_bad_environment_names_are_refused_before_sbatch(tmp_path: Path) -> None:
+    fake_bin(tmp_path, "squeue", 'echo \'{"jobs": [], "errors": []}\'')
+    fake_bin(tmp_path, "sbatch", f"touch {tmp_path / 'called'}; echo 5")
+    job = held_job().model_copy(update={"engine_ref": None})
+    job.spec = job.spec.model_copy(update={"env": {"OK": "1", "BAD;rm -rf x": "2"}})
+    with pytest.raises(ValidationError, match="environment names"):
+        make_adapter(tmp_path).submit(job)
+    assert not (tmp_path / "called").exists()
+    job.spec = job.spec.model_copy(update={"env": {"OK": "1"}})
+    assert make_adapter(tmp_path).submit(job) == "5"
+    assert (tmp_path / "called").exists()

@@ -338,3 +338,15 @@ def test_controller_restart_while_jobs_are_held_loses_nothing(
     adapter.release(jobs[0])
     wait_for(lambda: state_of(adapter, jobs[0]) is EngineState.RUNNING, what="release after")
     assert state_of(adapter, jobs[1]) is EngineState.HELD
+
+
+def test_environment_reaches_the_job_quoted(
+    bed: SlurmBed, adapter: SlurmAdapter, make_job: Callable[..., Job]
+) -> None:
+    env = {"GREETING": "it's; $HOME", "OTHER": "b"}
+    job = make_job(command='echo "[$GREETING] [$OTHER] $(pwd)"', gpus=0, env=env)
+    job.engine_ref = adapter.submit(job)
+    adapter.release(job)
+    out = bed.root / "jobs" / f"slurm-{job.engine_ref}.out"
+    wait_for(lambda: out.exists() and out.read_text().strip(), what="job output")
+    assert out.read_text().strip() == f"[it's; $HOME] [b] {bed.root / 'jobs'}"
