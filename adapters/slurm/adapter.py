@@ -205,8 +205,10 @@ class SlurmAdapter:
 
     # ---------------------------------------------------------------------------- helpers
 
-    def _log(self, action: str, job: Job, ref: str, detail: str = "") -> None:
-        reason = job.reason or "no reason given"
+    def _log(
+        self, action: str, job: Job, ref: str, detail: str = "", default: str = "no reason given"
+    ) -> None:
+        reason = job.reason or default
         log.info(
             "slurm: %s job %s (slurm %s)%s: %s",
             action,
@@ -317,7 +319,15 @@ class SlurmAdapter:
         ref = out.split(";")[0].strip()
         if not ref.isdigit():
             raise AdapterError(f"sbatch printed {out!r} where a job id was expected")
-        self._log("submitted", job, ref, f"partition {partition} ({region}), {fields['start']}")
+        self._log(
+            "submitted",
+            job,
+            ref,
+            f"partition {partition} ({region}), start {fields['start']}",
+            default="waiting in Slurm until gridshift releases it"
+            if self.config.start_mode == "hold"
+            else "begin time set to its planned (or latest) start",
+        )
         return ref
 
     def release(self, job: Job) -> None:

@@ -240,15 +240,25 @@ def test_requeue_mode_pauses_by_requeue_held(
 
 
 def test_relocate_moves_a_waiting_job_to_the_cleaner_partition(
-    bed: SlurmBed, adapter: SlurmAdapter, make_job: Callable[..., Job]
+    bed: SlurmBed,
+    adapter: SlurmAdapter,
+    make_job: Callable[..., Job],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     assert adapter.regions() == {"green": 4, "brown": 4}
     job = make_job(region="brown")
     job.engine_ref = adapter.submit(job)
     assert adapter.status(job).region == "brown"
 
-    adapter.relocate(job, "green")
-    adapter.relocate(job, "green")  # idempotent
+    job.reason = "green is 300 g/kWh cleaner over the run"
+    with caplog.at_level("INFO", logger="gridshift.adapters.slurm"):
+        adapter.relocate(job, "green")
+        adapter.relocate(job, "green")  # idempotent: done once, logged once
+    logged = [r.getMessage() for r in caplog.records if "relocated" in r.getMessage()]
+    assert logged == [
+        f"slurm: relocated job {job.id} (slurm {job.engine_ref}) [gpu-brown -> gpu-green "
+        "(green)]: green is 300 g/kWh cleaner over the run"
+    ]
     assert squeue(bed, job.engine_ref, "%P|%r") == "gpu-green|JobHeldUser"  # still held
     assert adapter.status(job).region == "green"
     with pytest.raises(ValidationError, match="no Slurm partition"):
