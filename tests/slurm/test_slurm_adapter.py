@@ -360,3 +360,19 @@ def test_environment_reaches_the_job_quoted(
     out = bed.root / "jobs" / f"slurm-{job.engine_ref}.out"
     wait_for(lambda: out.exists() and out.read_text().strip(), what="job output")
     assert out.read_text().strip() == f"[it's; $HOME] [b] {bed.root / 'jobs'}"
+
+
+def test_begin_mode_claims_a_native_job_with_its_latest_start(
+    bed: SlurmBed, clock: FakeClock
+) -> None:
+    adapter = SlurmAdapter(slurm_config(bed, start_mode="begin"), clock)
+    ref = bed.run(
+        "sbatch", "--parsable", "--chdir", str(bed.root / "jobs"), "-p", "gpu-green",
+        "-t", "60", "--comment", "gridshift:deadline=8h", "--wrap", "sleep 300",
+    ).strip()  # fmt: skip
+    (status,) = [s for s in adapter.list_managed() if s.ref == ref]
+    assert status.adopt_spec is not None
+    # Not held: Slurm itself will start it at its latest start (8 h - 1 h) if nobody does.
+    wait_for(lambda: squeue(bed, ref, "%r") == "BeginTime", what="BeginTime")
+    begin_s = _epoch(squeue(bed, ref, "%S")) - time.time()
+    assert 7 * 3600 - 120 < begin_s <= 7 * 3600 + 5
