@@ -73,7 +73,10 @@ class CarbonPlannerConfig(BaseModel):
     )
     denoise: bool = Field(default=True, description="shrink noisy forecasts towards a mean")
     denoise_floor_fraction: float = Field(
-        default=0.02, gt=0, description="roughness (fraction of the mean) treated as signal"
+        default=0.04, gt=0, description="roughness (fraction of the mean) treated as signal"
+    )
+    noise_margin_sd: float = Field(
+        default=1.0, ge=0, description="hold only for a gain above this many error sds"
     )
     wait_tiebreak_fraction: float = Field(
         default=1e-5, ge=0, description="per-slot penalty that prefers earlier equal starts"
@@ -177,21 +180,24 @@ def build_grid(snapshot: Snapshot, slot_s: float, horizon_slots: int) -> Grid:
     )
 
 
-def denoise_rows(values: np.ndarray, floor_fraction: float) -> np.ndarray:
-    """Shrink each row towards its 5-slot triangular moving average, by as much as the row
+def denoise_rows(values: np.ndarray, floor_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Shrink each row towards its 5-slot triangular moving average, by as much as it
     looks noisy.
 
     Independent forecast errors of variance v make successive second differences strongly
     negatively correlated (their lag-1 covariance is -4v), while a real grid signal, which
     moves in ramps and bends rarely, leaves them nearly uncorrelated. So v is estimated from
     the negative part of that covariance: about zero for a clean forecast, which is left
-    (almost) untouched. The weight is v / (v + floor), with
-    floor = (`floor_fraction` x mean)^2.
+    untouched (as is any row whose v is below (`floor_fraction` x mean)^2 / 4). The weight
+    of the average is v / (v + (`floor_fraction` x mean)^2).
+    Also returns, per row, the standard deviation of the error left after smoothing (of the
+    part of v above that floor), which the planner uses as a margin before holding a job.
     """
     out = values.copy()
-    if values.shape[1] < 8:
-        return out
-    kernel = np.array([1.0, 2.0, 3.0, 2.0, 1.0]) / 9.0
+    n = values.shape[1]
+    left = np.zeros(values.shape[0])
+    if n < 8:
+        return out, left
     for i in range(values.shape[0]):
         row = values[i]
         mean = float(np.mean(row))
@@ -201,14 +207,20 @@ def denoise_rows(values: np.ndarray, floor_fraction: float) -> np.ndarray:
         if d2.size < 4:
             continue
         noise = max(0.0, -float(np.mean(d2[1:] * d2[:-1]))) / 4.0
-        if noise <= 0.0:
+        floor = (floor_fraction * mean) ** 2 / 4.0
+        if noise <= floor:
             continue
         w = noise / (noise + (floor_fraction * mean) ** 2)
+        kernel = np.array([1.0, 2.0, 3.0, 2.0, 1.0]) / 9.0
         padded = np.concatenate([row[:1].repeat(2), row, row[-1:].repeat(2)])
-        smooth = np.convolve(padded, kernel, mode="valid")
-        out[i] = (1 - w) * row + w * smooth
+        best = (1 - w) * row + w * np.convolve(padded, kernel, mode="valid")
+        eff = w * kernel
+        eff[2] += 1 - w
+        best_w2 = float(np.sum(eff**2))
+        out[i] = best
         out[i, 0] = row[0]  # the value measured now is not a forecast
-    return out
+        left[i] = math.sqrt((noise - floor) * best_w2)  # error beyond what a signal shows
+    return out, left
 
 
 def window_sums(row_cum: np.ndarray, row: np.ndarray, n_starts: int, d_slots: float) -> np.ndarray:
@@ -371,11 +383,10 @@ class CarbonPlanner:
         )  # no job needs slots past its deadline
         n_t = int(max(1, min(math.ceil(max(far, slot_s) / slot_s), cfg.horizon_s / slot_s)))
         grid = build_grid(snapshot, slot_s, n_t)
-        inten = (
-            denoise_rows(grid.intensity, cfg.denoise_floor_fraction)
-            if cfg.denoise
-            else (grid.intensity)
-        )
+        if cfg.denoise:
+            inten, noise_sd = denoise_rows(grid.intensity, cfg.denoise_floor_fraction)
+        else:
+            inten, noise_sd = grid.intensity, np.zeros(len(grid.regions))
         n_r = len(grid.regions)
         # Pad so windows that run past the horizon can be summed (unknown = the row mean).
         longest = max(math.ceil(j.remaining_s / slot_s) for j in active) + 2
@@ -409,7 +420,7 @@ class CarbonPlanner:
                 -j.spec.gpus,
             )
         )
-        plans = self._plan_fixed(fixed, grid, ext, cum, used, limited, n_t, snapshot)
+        plans = self._plan_fixed(fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_sd)
         for job, plan in zip(fixed, plans, strict=True):
             decisions.extend(self._fixed_decisions(job, plan, grid, ext))
         if flexible:
@@ -437,6 +448,7 @@ class CarbonPlanner:
         limited: bool,
         n_t: int,
         snapshot: Snapshot,
+        noise_sd: np.ndarray,
     ) -> list[_Plan]:
         cfg = self.config
         slot_s = cfg.slot_s
@@ -521,8 +533,16 @@ class CarbonPlanner:
                         prev[1] == 0 or sums[prev] <= best_c_l[i] * hyst + _EPS
                     ):
                         r, s = prev
-                # start now unless waiting saves enough
-                if s > 0 and now_c_l[i] <= float(sums[r, s]) * min_save + _EPS:
+                # Start now unless waiting saves enough, and more than the forecast's own
+                # error could fake (`noise_margin_sd` sds of the window sum's error left
+                # after smoothing: per-slot sd x sqrt(length)).
+                gain = now_c_l[i] - float(sums[r, s])
+                fake = 0.0
+                if noise_sd[r] > 0 and s > 0:
+                    fake = (
+                        cfg.noise_margin_sd * float(noise_sd[r]) * math.sqrt(max(1.0, d_slots[i]))
+                    )
+                if s > 0 and (gain <= float(sums[r, s]) * (min_save - 1) + _EPS or gain < fake):
                     r, s = now_r_l[i], 0
             dur = math.ceil(d_slots[i] - _EPS) or 1
             g = job.spec.gpus

@@ -143,9 +143,9 @@ def test_suspended_job_resumes_in_time_for_its_deadline():
 def test_denoise_leaves_a_smooth_forecast_alone_and_smooths_a_noisy_one():
     t = np.arange(96)
     smooth = 300 + 100 * np.sin(t / 6)
-    assert np.allclose(denoise_rows(smooth[None, :], 0.02)[0], smooth, rtol=0.01)
+    assert np.allclose(denoise_rows(smooth[None, :], 0.02)[0][0], smooth, rtol=0.01)
     noisy = smooth + np.random.default_rng(0).normal(0, 30, t.size)
-    out = denoise_rows(noisy[None, :], 0.02)[0]
+    out = denoise_rows(noisy[None, :], 0.02)[0][0]
     assert np.abs(out - smooth)[1:].mean() < 0.75 * np.abs(noisy - smooth)[1:].mean()
 
 
