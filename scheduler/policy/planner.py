@@ -485,13 +485,15 @@ class CarbonPlanner:
         sums_by_d: dict[float, np.ndarray] = {}
         cand: dict[int, np.ndarray] = {}
         keys = np.round(d_slots, 6)
+        slots_t = np.arange(n_t)
         for d in np.unique(keys):
             members = np.nonzero(keys == d)[0]
             sums = window_sums(cum, ext, n_t, float(d))  # (R, T)
             sums_by_d[float(d)] = sums
-            c = sums[None, :, :] + tiebreak[None, None, :]
-            c = np.where(allowed[members][:, :, None], c, np.inf)
-            c = np.where(np.arange(n_t)[None, None, :] <= ls[members][:, None, None], c, np.inf)
+            ok_m = allowed[members][:, :, None] & (
+                slots_t[None, None, :] <= ls[members][:, None, None]
+            )
+            c = np.where(ok_m, (sums + tiebreak[None, :])[None, :, :], np.inf)
             flat_c = c.reshape(len(members), -1)
             flat = flat_c.argmin(axis=1)
             if limited:
@@ -514,12 +516,17 @@ class CarbonPlanner:
         best_r_l, best_s_l, best_c_l = best_r.tolist(), best_s.tolist(), best_c.tolist()
         now_r_l, now_c_l, ls_l = now_r.tolist(), now_c.tolist(), ls.tolist()
         hyst, min_save = 1 + cfg.hysteresis_fraction, 1 + cfg.min_saving_fraction
+        sums_of = [sums_by_d[k] for k in keys.tolist()]
+        durs = [math.ceil(d - _EPS) or 1 for d in d_slots.tolist()]
+        sd_l = noise_sd.tolist()
+        fresh_l = has_fresh.tolist()
+        d_l = d_slots.tolist()
         plans: list[_Plan] = []
         for i, job in enumerate(jobs):
             r, s = best_r_l[i], best_s_l[i]
-            sums = sums_by_d[float(keys[i])]
+            sums = sums_of[i]
             e = power_kwh_per_slot[i]
-            if not has_fresh[i]:
+            if not fresh_l[i]:
                 # fail open: no carbon preference, start now
                 r = int(np.nonzero(allowed[i])[0][0])
                 s = 0
@@ -536,15 +543,15 @@ class CarbonPlanner:
                 # Start now unless waiting saves enough, and more than the forecast's own
                 # error could fake (`noise_margin_sd` sds of the window sum's error left
                 # after smoothing: per-slot sd x sqrt(length)).
-                gain = now_c_l[i] - float(sums[r, s])
-                fake = 0.0
-                if noise_sd[r] > 0 and s > 0:
-                    fake = (
-                        cfg.noise_margin_sd * float(noise_sd[r]) * math.sqrt(max(1.0, d_slots[i]))
-                    )
-                if s > 0 and (gain <= float(sums[r, s]) * (min_save - 1) + _EPS or gain < fake):
-                    r, s = now_r_l[i], 0
-            dur = math.ceil(d_slots[i] - _EPS) or 1
+                if s > 0:
+                    planned = float(sums[r, s])
+                    gain = now_c_l[i] - planned
+                    fake = 0.0
+                    if sd_l[r] > 0:
+                        fake = cfg.noise_margin_sd * sd_l[r] * math.sqrt(max(1.0, d_l[i]))
+                    if gain <= planned * (min_save - 1) + _EPS or gain < fake:
+                        r, s = now_r_l[i], 0
+            dur = durs[i]
             g = job.spec.gpus
             if limited and g:
                 if free[r, s : s + dur].min() < g:
@@ -559,7 +566,6 @@ class CarbonPlanner:
                     if not fitted:
                         r, s = self._fit(sums, allowed[i], ls_l[i], free, g, dur, n_t)
                 if s >= 0:
-                    used[r, s : s + dur] += g
                     free[r, s : s + dur] -= g
             cost = float(sums[r, s]) * e if s >= 0 else float("nan")
             plans.append(
@@ -573,6 +579,9 @@ class CarbonPlanner:
                     energy_kwh=e * rem[i] / slot_s,
                 )
             )
+        if limited:
+            finite = np.isfinite(grid.capacity)
+            used[finite] = grid.capacity[finite, None] - free[finite]
         return plans
 
     def _previous(
