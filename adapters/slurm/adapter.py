@@ -335,11 +335,18 @@ class SlurmAdapter:
         if not sj.pending:
             log.debug("slurm: release job %s (slurm %s): already %s", job.id, sj.job_id, sj.state)
             return
-        paused = self._marker(sj).fields.get("paused")
-        if paused is not None:
-            raise Conflict(
-                f"job {job.id} (slurm {sj.job_id}) is paused by a requeue; resume it instead"
+        if self._marker(sj).fields.get("paused") == "requeue":
+            self.resume(job)  # starting a job that gridshift requeued is resuming it
+            return
+        if sj.reason == "JobHeldAdmin":
+            # gridshift only ever places user holds: this one is an administrator's.
+            log.warning(
+                "slurm: not releasing job %s (slurm %s): an administrator holds it; it starts "
+                "once they release it",
+                job.id,
+                sj.job_id,
             )
+            return
         first = self._marker(sj).fields.get("start") != "now"
         self._set_comment(sj, job, start="now")
         acted = first
@@ -379,7 +386,8 @@ class SlurmAdapter:
                 self.cli.run(["scontrol", "uhold", sj.job_id])
                 changed = True
         elif changed or sj.held:
-            if sj.held:  # a native job held by its user: the begin time takes over
+            if sj.held and sj.reason != "JobHeldAdmin":
+                # A native job held by its user (sbatch --hold): the begin time takes over.
                 self.cli.run(["scontrol", "release", sj.job_id])
             self._update(sj, f"StartTime={self._begin_arg(planned)}")
         if changed:

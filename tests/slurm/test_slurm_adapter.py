@@ -231,10 +231,9 @@ def test_requeue_mode_pauses_by_requeue_held(
     assert state_of(adapter, job) is EngineState.SUSPENDED
     assert "paused=requeue" in squeue(bed, job.engine_ref, "%k")
     adapter.suspend(job)  # idempotent
-    with pytest.raises(Conflict):
-        adapter.release(job)  # a paused job is resumed, not released
 
-    adapter.resume(job)
+    adapter.release(job)  # releasing a paused job resumes it
+    adapter.resume(job)  # idempotent
     wait_for(lambda: state_of(adapter, job) is EngineState.RUNNING, what="running again")
     assert squeue(bed, job.engine_ref, "%k").endswith("start=now")
 
@@ -269,6 +268,21 @@ def test_relocate_moves_a_waiting_job_to_the_cleaner_partition(
     with pytest.raises(Conflict, match="not started"):
         adapter.relocate(job, "brown")
     assert adapter.status(job).region == "green"
+
+
+def test_an_administrators_hold_is_left_alone(
+    bed: SlurmBed, adapter: SlurmAdapter, make_job: Callable[..., Job]
+) -> None:
+    job = make_job()
+    job.engine_ref = adapter.submit(job)
+    bed.run("scontrol", "hold", job.engine_ref)  # as root: an admin hold
+    assert squeue(bed, job.engine_ref, "%r") == "JobHeldAdmin"
+    adapter.release(job)
+    time.sleep(2.5)
+    assert squeue(bed, job.engine_ref, "%T|%r") == "PENDING|JobHeldAdmin"
+    bed.run("scontrol", "release", job.engine_ref)
+    adapter.release(job)
+    wait_for(lambda: state_of(adapter, job) is EngineState.RUNNING, what="running")
 
 
 def test_cancel_and_exit_codes(
