@@ -532,24 +532,35 @@ class CarbonPlanner:
                 s = 0
             else:
                 # hysteresis: keep an existing plan unless the new one is clearly better
+                kept = False
                 if job.state == JobState.HELD:
                     prev = self._previous(job, grid, ls_l[i], allowed[i], snapshot.now)
-                    # a plan whose start has come is kept: postponing at the last moment
-                    # on a fresher forecast chases forecast error more often than not
+                    # A held plan changes only for a gain above the hysteresis; it is never
+                    # postponed (a later start chosen on each fresher forecast is how a
+                    # planner chases its forecast's errors up to the deadline), and once its
+                    # start has come, it starts.
                     if prev is not None and (
-                        prev[1] == 0 or sums[prev] <= best_c_l[i] * hyst + _EPS
+                        prev[1] == 0 or s > prev[1] or sums[prev] <= best_c_l[i] * hyst + _EPS
                     ):
                         r, s = prev
-                # Start now unless waiting saves enough, and more than the forecast's own
-                # error could fake (`noise_margin_sd` sds of the window sum's error left
-                # after smoothing: per-slot sd x sqrt(length)).
+                        kept = True
                 if s > 0:
                     planned = float(sums[r, s])
                     gain = now_c_l[i] - planned
-                    fake = 0.0
-                    if sd_l[r] > 0:
-                        fake = cfg.noise_margin_sd * sd_l[r] * math.sqrt(max(1.0, d_l[i]))
-                    if gain <= planned * (min_save - 1) + _EPS or gain < fake:
+                    if kept:
+                        # starting early is a change of plan too
+                        early = now_c_l[i] * hyst <= planned + _EPS
+                    else:
+                        # Start now unless waiting saves enough, and more than the
+                        # forecast's own error could fake (`noise_margin_sd` sds of the error
+                        # left after smoothing where the two windows differ).
+                        fake = 0.0
+                        if sd_l[r] > 0:
+                            fake = (
+                                cfg.noise_margin_sd * sd_l[r] * math.sqrt(max(1.0, min(d_l[i], s)))
+                            )
+                        early = gain <= planned * (min_save - 1) + _EPS or gain < fake
+                    if early:
                         r, s = now_r_l[i], 0
             dur = durs[i]
             g = job.spec.gpus

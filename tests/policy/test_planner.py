@@ -95,14 +95,26 @@ def test_capacity_spreads_jobs():
 
 
 def test_hysteresis_keeps_a_held_plan_for_a_small_gain():
-    values = [300, 300, 100, 99, 300, 300, 300, 300]
+    values = [300, 300, 300, 300, 100, 300, 300, 300]
+    j = job("a", 1, 8, state=JobState.HELD)
+    j.planned_start = T0 + timedelta(hours=4)
+    values[2] = 95  # a slightly better window: the plan stays
+    [d] = plan([j], {"a": signal("a", values)})
+    assert d.planned_start == T0 + timedelta(hours=4)
+    values[2] = 10  # a much better earlier window: the plan moves
+    [d] = plan([j], {"a": signal("a", values)})
+    assert d.planned_start == T0 + timedelta(hours=2)
+
+
+def test_a_held_plan_is_never_postponed_and_starts_when_due():
+    values = [300, 300, 100, 300, 300, 300, 10, 300]
     j = job("a", 1, 8, state=JobState.HELD)
     j.planned_start = T0 + timedelta(hours=2)
     [d] = plan([j], {"a": signal("a", values)})
-    assert d.planned_start == T0 + timedelta(hours=2)
-    values[5] = 10  # a much better window appears: the plan moves
+    assert d.planned_start == T0 + timedelta(hours=2)  # the later, cleaner hour is ignored
+    j.planned_start = T0
     [d] = plan([j], {"a": signal("a", values)})
-    assert d.planned_start == T0 + timedelta(hours=5)
+    assert d.action == Action.START
 
 
 def test_interruptible_job_runs_in_the_cheap_slots():
