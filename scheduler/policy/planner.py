@@ -360,6 +360,7 @@ class _Plan:
     now_cost_g: float
     run: np.ndarray | None = None
     remaining_s: float = 0.0
+    planned_at: datetime | None = None  # a kept plan's own planned start
     latest_start: datetime | None = None
     energy_kwh: float = 0.0
 
@@ -526,6 +527,7 @@ class CarbonPlanner:
             r, s = best_r_l[i], best_s_l[i]
             sums = sums_of[i]
             e = power_kwh_per_slot[i]
+            prev: tuple[int, int] | None = None
             if not fresh_l[i]:
                 # fail open: no carbon preference, start now
                 r = int(np.nonzero(allowed[i])[0][0])
@@ -579,10 +581,12 @@ class CarbonPlanner:
                 if s >= 0:
                     free[r, s : s + dur] -= g
             cost = float(sums[r, s]) * e if s >= 0 else float("nan")
+            keep_at = job.planned_start if s > 0 and prev is not None and (r, s) == prev else None
             plans.append(
                 _Plan(
                     region_i=r,
                     start=s,
+                    planned_at=keep_at,
                     cost_g=cost,
                     now_cost_g=now_c_l[i] * e,
                     remaining_s=rem[i],
@@ -603,8 +607,11 @@ class CarbonPlanner:
         ri = grid.index.get(job.region)
         if ri is None or not allowed[ri]:
             return None
-        s = round((job.planned_start - now).total_seconds() / self.config.slot_s)
-        if s < 0 or s > ls:
+        # the slot the planned start falls in, or the current one once it is due; between
+        # ticks shorter than a slot the planned time itself is carried over unchanged
+        ahead = (job.planned_start - now).total_seconds() / self.config.slot_s
+        s = max(0, math.ceil(ahead - _EPS))
+        if s > ls:
             return None
         return ri, s
 
@@ -663,7 +670,7 @@ class CarbonPlanner:
             ]
         saving = plan.now_cost_g - plan.cost_g
         dur_s = plan.remaining_s
-        start_t = grid.at(plan.start)
+        start_t = plan.planned_at or grid.at(plan.start)
         mean = plan.cost_g / max(plan.energy_kwh, _EPS)
         now_mean = plan.now_cost_g / max(plan.energy_kwh, _EPS)
         if plan.start == 0:

@@ -117,6 +117,20 @@ def test_a_held_plan_is_never_postponed_and_starts_when_due():
     assert d.action == Action.START
 
 
+def test_a_kept_plan_does_not_drift_between_short_ticks():
+    values = [300, 300, 300, 300, 100, 300, 300, 300]
+    j = job("a", 1, 8, state=JobState.HELD)
+    j.planned_start = T0 + timedelta(hours=4)
+    for k in range(1, 5):  # ticks 30 s apart, on a 1-hour planning grid
+        now = T0 + timedelta(seconds=30 * k)
+        [d] = CarbonPlanner(CFG).plan(snapshot([j], {"a": signal("a", values, now=now)}, now=now))
+        assert d.action == Action.HOLD
+        assert d.planned_start == T0 + timedelta(hours=4)
+    now = T0 + timedelta(hours=4, seconds=10)  # due: it starts
+    [d] = CarbonPlanner(CFG).plan(snapshot([j], {"a": signal("a", values[4:], now=now)}, now=now))
+    assert d.action == Action.START
+
+
 def test_interruptible_job_runs_in_the_cheap_slots():
     values = [500, 100, 100, 500, 500, 100, 100, 500]
     [d] = plan([job("a", 4, 8, interruptible=True, min_run_s=HOUR)], {"a": signal("a", values)})
