@@ -805,8 +805,8 @@ class CarbonPlanner:
             return out
         horizon = max(s.deadline_slot for s in specs)
 
-        def costs(batch: list[_IntJob]) -> np.ndarray:
-            cost = np.full((len(batch), horizon), BIG)
+        def costs(batch: list[_IntJob], width: int = horizon) -> np.ndarray:
+            cost = np.full((len(batch), width), BIG)
             for b, s in enumerate(batch):
                 row = ext[s.region_i, : s.deadline_slot] * s.energy_kwh
                 if limited and s.job.spec.gpus and s.state != 2:
@@ -817,6 +817,14 @@ class CarbonPlanner:
                     row = np.where(blocked, BIG, row)
                 cost[b, : s.deadline_slot] = row
             return cost
+
+        def solve(batch: list[_IntJob]) -> tuple[np.ndarray, ...]:
+            """A later batch, on the horizon its own deadlines need, widened back."""
+            width = max(s.deadline_slot for s in batch)
+            v, r, f, c = solve_interruptible(costs(batch, width), batch, width)
+            wide = np.zeros((len(batch), horizon), dtype=bool)
+            wide[:, :width] = r
+            return v, wide, f, c
 
         value, run, first, cont = solve_interruptible(costs(specs), specs, horizon)
         # A plan whose extra checkpoints would push the job past its deadline is solved
@@ -829,7 +837,7 @@ class CarbonPlanner:
                 s = specs[b]
                 s.deadline_slot = max(s.k, s.deadline_slot - short[b])
                 batch.append(s)
-            v2, r2, f2, c2 = solve_interruptible(costs(batch), batch, horizon)
+            v2, r2, f2, c2 = solve(batch)
             for i, b in enumerate(redo):
                 value[b], run[b], first[b], cont[b] = v2[i], r2[i], f2[i], c2[i]
             again = self._deadline_short(batch, r2)
@@ -848,7 +856,7 @@ class CarbonPlanner:
                     break
                 if round_i:
                     batch = [specs[b] for b in pending]
-                    v2, r2, f2, c2 = solve_interruptible(costs(batch), batch, horizon)
+                    v2, r2, f2, c2 = solve(batch)
                     for i, b in enumerate(pending):
                         value[b], run[b], first[b], cont[b] = v2[i], r2[i], f2[i], c2[i]
                 still = []
@@ -860,7 +868,7 @@ class CarbonPlanner:
                     slots = np.nonzero(run[b])[0]
                     if round_i == _ROUNDS:
                         # last round: one by one against what is left
-                        v1, r1, f1, c1 = solve_interruptible(costs([s]), [s], horizon)
+                        v1, r1, f1, c1 = solve([s])
                         value[b], run[b], first[b], cont[b] = v1[0], r1[0], f1[0], c1[0]
                         slots = np.nonzero(run[b])[0]
                     if value[b] >= BIG / 2:
