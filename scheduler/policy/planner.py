@@ -12,20 +12,23 @@ How a job is planned:
   cumulative sum, vectorised over every job of the same duration.
 - **Interruptible**: an exact dynamic programme over (slot, work left, state) with three
   states (never started, suspended, running). Every (re)start commits to a block of at least
-  `min_run_s`; a resume pays the job's `checkpoint_cost_s` as extra energy, so the plan
-  only splits a job where the gap is worth more than the checkpoint, and never thrashes.
-  Slots after the deadline (less one checkpoint) cost "infinity".
+  `min_run_s`; a resume pays the job's `checkpoint_cost_s` as extra energy and time, so the
+  plan only splits a job where the gap is worth more than the checkpoint, and never
+  thrashes. Slots after the deadline cost "infinity"; a plan whose checkpoints would push
+  the job past its deadline is solved again with that time held back (or the job runs
+  straight through).
 - **Capacity**: jobs are committed in order of latest start (least slack first); a job whose
-  best choice would overfill a region in any slot is re-planned against what is left.
+  best choice would overfill a region in any slot takes its next-best option that fits.
   Running jobs hold their GPUs until they end.
 - **Hysteresis**: a held job keeps its planned (region, start) unless a new plan is cheaper
-  by more than `hysteresis_fraction`; a job starts now unless waiting saves more than
-  `min_saving_fraction`; a running interruptible job is suspended only if the plan with the
-  suspension (checkpoint included) beats running on by more than `hysteresis_fraction`.
-  A started non-interruptible job is never touched.
-- **Forecast noise**: before planning, each forecast row is shrunk towards a short moving
-  average by an amount that grows with the high-frequency roughness of the row (the
-  signature of forecast error), so the plan does not chase noise.
+  by more than `hysteresis_fraction`; it is never postponed, and it starts when due. A new
+  job starts now unless waiting saves more than `min_saving_fraction`. A running
+  interruptible job is suspended only if the best plan that pauses beats the best plan that
+  runs on. A started non-interruptible job is never touched.
+- **Forecast noise**: each forecast row is checked for the signature of independent errors
+  and, if noisy, shrunk towards a short moving average; a job is then held only for a gain
+  above `noise_margin_sd` standard deviations of the error left, so the plan neither chases
+  noise nor loses its savings to it.
 - **Fail open**: a region whose signal is not fresh is never chosen while a fresh one is
   allowed; a job with no fresh region starts now (never held past its latest start).
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -89,8 +89,6 @@ def simulate(
     progress: bool = False,
 ) -> SimResult:
     """Replay `jobs` (not modified) through `policy` over the aligned `traces`."""
-    import time
-
     names = list(traces)
     first = traces[names[0]]
     slot_s, origin = first.slot_s, first.origin_s
@@ -249,10 +247,3 @@ def simulate(
         plan_time_s=plan_time,
         ticks=ticks,
     )
-
-
-def per_job_reference(result: SimResult) -> dict[str, float]:
-    return {j.job_id: j.emissions_g for j in result.jobs}
-
-
-Progress = Callable[[str], None]
