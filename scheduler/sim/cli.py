@@ -76,10 +76,16 @@ def resolve_trace(name: str, data_dir: str | None) -> Path:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .jobs import scenario_jobs
-    from .report import plots, table
-    from .suite import POLICIES, run_suite
-    from .traces import DAY_S, make_forecast, region_trace
+    try:
+        from .jobs import scenario_jobs
+        from .report import plots, table
+        from .suite import POLICIES, run_suite
+        from .traces import DAY_S, make_forecast, region_trace
+    except ImportError as exc:  # scipy (the oracle) or matplotlib (the plots) missing
+        raise ConfigError(
+            f"gridshift simulate needs the 'sim' extra ({exc.name} is missing): "
+            "pip install 'gridshift[sim]'"
+        ) from None
 
     path = resolve_trace(args.trace, args.data_dir)
     region = path.name.split("_")[0].split(".")[0]
@@ -131,6 +137,12 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "report.txt").write_text(text + "\n", encoding="utf-8")
-        for p in plots(suite, {region: trace}, args.out, f"{region}_{args.scenario}"):
+        try:
+            written = plots(suite, {region: trace}, args.out, f"{region}_{args.scenario}")
+        except ImportError:
+            raise ConfigError(
+                "the plots need matplotlib: pip install 'gridshift[sim]' (report.txt is written)"
+            ) from None
+        for p in written:
             print(f"wrote {p}", file=sys.stderr)
     return 0
