@@ -436,7 +436,8 @@ class Agent:
                     continue
                 try:
                     self._reconcile_job(job, engine, engine.status(job))
-                except AdapterError as exc:
+                except GridshiftError as exc:
+                    # One job's trouble (engine down, job unknown) must not stop the others.
                     self._adapter_error(job, "reconcile", exc)
             self._export_jobs(self.clock.now())
 

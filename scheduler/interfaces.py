@@ -49,6 +49,7 @@ class SignalProvider(Protocol):
 
 class EngineState(StrEnum):
     HELD = "held"  # known to the engine, not started
+    QUEUED = "queued"  # released: the engine starts it as soon as it has resources
     RUNNING = "running"
     SUSPENDED = "suspended"
     SUCCEEDED = "succeeded"

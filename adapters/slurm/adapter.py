@@ -171,7 +171,10 @@ class SlurmAdapter:
     def _engine_state(self, sj: SlurmJob) -> EngineState:
         fields = self._marker(sj).fields
         if sj.pending:
-            return EngineState.SUSPENDED if fields.get("paused") == "requeue" else EngineState.HELD
+            if fields.get("paused") == "requeue":
+                return EngineState.SUSPENDED
+            released = fields.get("start") == "now" and not sj.held and sj.reason != "BeginTime"
+            return EngineState.QUEUED if released else EngineState.HELD
         if sj.state in formats.RUNNING_STATES:
             return EngineState.RUNNING
         if sj.state in formats.SUSPENDED_STATES:
