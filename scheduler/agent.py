@@ -287,7 +287,16 @@ class Agent:
         started = monotonic_s()
         with self._lock:
             now = self.clock.now()
-            jobs = self.store.list_jobs(ACTIVE_STATES)
+            # The planner sees each job as of `now`: a running job's current stretch counts
+            # as work done (the store keeps completed stretches in run_s).
+            jobs = [
+                j.model_copy(
+                    update={"run_s": j.run_s + self._stretch_s(j, now), "running_since": now}
+                )
+                if j.state == JobState.RUNNING and j.running_since is not None
+                else j
+                for j in self.store.list_jobs(ACTIVE_STATES)
+            ]
             snapshot = Snapshot(
                 now=now,
                 jobs=jobs,

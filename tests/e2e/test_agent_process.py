@@ -231,3 +231,65 @@ def test_sigterm_and_sigint_drain_cleanly(tmp_path, sig):
     a.start()
     assert a.jobs()[job_id]["state"] in ("held", "running", "succeeded")
     a.stop()
+
+
+def test_sigkill_with_held_running_and_suspended_jobs(agent, tmp_path):
+    """An interruptible job runs through the first clean afternoon, is suspended over the
+    night and resumed the next afternoon; the agent is killed while it is suspended, with
+    another job running and a third held."""
+    starts_log = tmp_path / "starts.txt"
+    record = f'echo "$GRIDSHIFT_JOB_ID" >> {starts_log}'
+    # work that only advances while the process runs (a stopped loop makes no progress)
+    work = "i=0; while [ $i -lt {n} ]; do sleep 0.1; i=$((i+1)); done"
+
+    def submit(*args: str, body: str) -> str:
+        out = agent.cli("submit", *args, "--shell", "--", f"{record}; {body}")
+        return out.split()[0]
+
+    pausable = submit(
+        "--name", "pausable", "--duration", "10h", "--deadline", "40h", "--interruptible",
+        body=work.format(n=100),
+    )  # fmt: skip
+    steady = submit("--name", "steady", "--duration", "40h", "--deadline", "41h",
+                    body=work.format(n=350))  # fmt: skip
+
+    def state(job_id: str) -> str:
+        return agent.jobs()[job_id]["state"]
+
+    wait_for(lambda: state(pausable) == "running", timeout_s=30, what="the pausable job to run")
+    wait_for(lambda: state(pausable) == "suspended", timeout_s=30, what="a suspension")
+    held = submit("--name", "later", "--duration", "1h", "--deadline", "20h", body="true")
+    before = agent.jobs()
+    assert before[held]["state"] == "held", before[held]["reason"]
+    assert before[steady]["state"] == "running"
+    assert before[pausable]["state"] == "suspended"
+    progress_file = tmp_path / "state" / "runs" / pausable / "stdout.log"
+    assert progress_file.exists()
+
+    agent.sigkill()
+    agent.start()
+    after = agent.jobs()
+    assert set(after) == set(before), "a job was lost"
+    assert after[held]["state"] == "held"
+    assert after[held]["planned_start"] == before[held]["planned_start"]
+    assert after[steady]["state"] == "running"
+    if after[pausable]["state"] == "suspended":
+        pid = int((tmp_path / "state" / "runs" / pausable / "pid").read_text())
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        assert stat[stat.rindex(")") + 2] == "T", "recorded suspended but the process runs"
+
+    final = wait_for(
+        lambda: (
+            (j := agent.jobs())
+            and all(x["state"] in ("succeeded", "failed") for x in j.values())
+            and j
+        ),
+        timeout_s=90,
+        what="all jobs to finish",
+    )
+    starts = starts_log.read_text().split()
+    assert sorted(starts) == sorted(set(starts)), f"a job started twice: {starts}"
+    assert set(starts) == {pausable, steady, held}
+    for job_id in (pausable, steady, held):
+        assert final[job_id]["state"] == "succeeded" and final[job_id]["exit_code"] == 0
+        assert ts(final[job_id]["ended_at"]) <= ts(final[job_id]["deadline"]) + timedelta(hours=1)
