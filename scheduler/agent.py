@@ -49,7 +49,7 @@ from .models import (
 )
 from .policy.planner import CarbonPlanner, CarbonPlannerConfig
 from .policy.powercap import plan_caps
-from .policy.window import StepSeries, WindowPlanner, expected_power_w
+from .policy.window import StepSeries, WindowPlanner, expected_power_w, spec_power_w
 from .signals import SignalHub, build_hub
 from .store import SqliteStore, open_store
 from .telemetry.accounting import GpuAccounting
@@ -608,8 +608,7 @@ class Agent:
         mean = StepSeries(signal.forecast).mean(t0, t0 + spec.expected_duration_s)
         if mean is None:
             return None
-        power_w = spec.expected_power_w or (300.0 * spec.gpus if spec.gpus else 100.0)
-        return mean * power_w * spec.expected_duration_s / 3.6e6
+        return mean * spec_power_w(spec) * spec.expected_duration_s / 3.6e6
 
     @staticmethod
     def _stretch_s(job: Job, now: datetime) -> float:

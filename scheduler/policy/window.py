@@ -16,17 +16,21 @@ import bisect
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..models import Action, Decision, Forecast, Job, JobState, Snapshot
+from ..models import Action, Decision, Forecast, Job, JobSpec, JobState, Snapshot
 
 DEFAULT_GPU_POWER_W = 300.0
 DEFAULT_HOST_POWER_W = 100.0
 
 
-def expected_power_w(job: Job) -> float:
+def spec_power_w(spec: JobSpec) -> float:
     """The power assumed for a job's estimate: its own figure, else a default per GPU."""
-    if job.spec.expected_power_w is not None:
-        return job.spec.expected_power_w
-    return DEFAULT_GPU_POWER_W * job.spec.gpus if job.spec.gpus else DEFAULT_HOST_POWER_W
+    if spec.expected_power_w is not None:
+        return spec.expected_power_w
+    return DEFAULT_GPU_POWER_W * spec.gpus if spec.gpus else DEFAULT_HOST_POWER_W
+
+
+def expected_power_w(job: Job) -> float:
+    return spec_power_w(job.spec)
 
 
 class StepSeries:
