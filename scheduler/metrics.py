@@ -73,6 +73,13 @@ class AgentMetrics:
             ["region", "lead"],
             registry=r,
         )
+        self.forecast_error = Gauge(
+            "gridshift_grid_carbon_intensity_forecast_error_grams_per_kwh",
+            "Root mean square error of the region's recent forecasts 1-24 h ahead, measured "
+            "against the values that followed (gCO2eq/kWh)",
+            ["region"],
+            registry=r,
+        )
         self.signal_age = Gauge(
             "gridshift_signal_age_seconds",
             "Age of the intensity value in use for a region",

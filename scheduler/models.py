@@ -279,6 +279,9 @@ class RegionSignal(BaseModel):
     age_s: float | None = None
     fresh: bool = False
     error: str | None = None
+    # measured root mean square error of this region's recent forecasts (1-24 h ahead);
+    # None until enough forecasts could be checked against measured values
+    forecast_error_g_per_kwh: float | None = None
 
 
 # --------------------------------------------------------------------------------------------

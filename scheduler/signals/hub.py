@@ -22,6 +22,7 @@ from ..errors import NoSignal, SignalError
 from ..interfaces import SignalProvider
 from ..metrics import AgentMetrics
 from ..models import Forecast, IntensitySample, RegionSignal, SignalKind
+from .skill import ForecastSkill
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class _RegionState:
     forecast: Forecast | None = None
     error: str | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    skill: ForecastSkill = field(default_factory=ForecastSkill)
 
 
 class SignalHub:
@@ -133,6 +135,22 @@ class SignalHub:
                 state.error = "; ".join(errors.values()) or "no provider answered"
             if forecast is not None:
                 state.forecast = forecast
+            # Score the forecasts made for the interval just measured, then remember the new
+            # one: the planner trusts each region's forecast as far as it has been right.
+            if current is not None:
+                state.skill.record_actual(
+                    current.start.timestamp(),
+                    current.end.timestamp(),
+                    current.intensity_g_per_kwh,
+                )
+            if forecast is not None:
+                state.skill.record_forecast(
+                    now.timestamp(),
+                    (
+                        (p.start.timestamp(), p.end.timestamp(), p.intensity_g_per_kwh)
+                        for p in forecast.points
+                    ),
+                )
         if (
             self.metrics
             and current_provider
@@ -161,6 +179,7 @@ class SignalHub:
                 age_s=age_s,
                 fresh=fresh,
                 error=state.error,
+                forecast_error_g_per_kwh=state.skill.error_sd(),
             )
 
     def snapshot(self) -> dict[str, RegionSignal]:
@@ -219,6 +238,8 @@ class SignalHub:
             values = [p.intensity_g_per_kwh for p in sig.forecast.points if p.start < horizon]
             if values:
                 m.forecast_min.labels(region=region, horizon="24h").set(min(values))
+        if sig.forecast_error_g_per_kwh is not None:
+            m.forecast_error.labels(region=region).set(sig.forecast_error_g_per_kwh)
 
     def export_ages(self) -> None:
         """Refresh the age gauges between fetches (ages grow even when nothing is fetched)."""

@@ -1,0 +1,82 @@
+"""How good a region's forecasts have been: forecast values are remembered by target
+interval, and when the measured value for that interval arrives, the error is scored.
+
+The planner uses the result (`RegionSignal.forecast_error_g_per_kwh`) to know how much to
+trust the forecast: a forecast that has been exact is taken as it is; one that has been
+wrong by 40 g/kWh is smoothed, and a job waits for it only when waiting is worth that
+uncertainty. Nothing here does I/O; the agent's signal hub and the simulator feed it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+
+class ForecastSkill:
+    """Root mean square of (forecast - measured) for one region, over forecasts made
+    `min_lead_s` to `max_lead_s` ahead of their target, weighted towards recent targets.
+
+    For each target interval, one forecast per hour of lead is kept (the latest made in
+    that hour), so a forecast fetched every few minutes does not outweigh a daily one.
+    Each measured target contributes the mean squared error of its kept forecasts; targets
+    are averaged with an exponential weight of `1 / memory` (a plain mean until then).
+    """
+
+    def __init__(
+        self,
+        *,
+        min_lead_s: float = 3600.0,
+        max_lead_s: float = 86400.0,
+        memory: int = 168,
+        min_targets: int = 12,
+    ) -> None:
+        if not 0 <= min_lead_s <= max_lead_s:
+            raise ValueError("need 0 <= min_lead_s <= max_lead_s")
+        if memory < 1 or min_targets < 1:
+            raise ValueError("memory and min_targets must be at least 1")
+        self.min_lead_s = min_lead_s
+        self.max_lead_s = max_lead_s
+        self.memory = memory
+        self.min_targets = min_targets
+        # target (start_s, end_s) -> {lead hour: forecast g/kWh}
+        self._pending: dict[tuple[float, float], dict[int, float]] = {}
+        self._mse = 0.0
+        self._targets = 0
+
+    def record_forecast(
+        self, issued_s: float, points: Iterable[tuple[float, float, float]]
+    ) -> None:
+        """Remember a forecast: (start_s, end_s, g/kWh) per point, issued at `issued_s`."""
+        for start_s, end_s, value in points:
+            lead = start_s - issued_s
+            if lead < self.min_lead_s or lead > self.max_lead_s or not math.isfinite(value):
+                continue
+            self._pending.setdefault((start_s, end_s), {})[int(lead // 3600)] = float(value)
+
+    def record_actual(self, start_s: float, end_s: float, value: float) -> None:
+        """Score every remembered forecast whose target's midpoint lies in [start_s, end_s),
+        and forget targets that ended before `start_s - max_lead_s`."""
+        if not math.isfinite(value):
+            return
+        done = [k for k in self._pending if start_s <= (k[0] + k[1]) / 2 < end_s]
+        for key in done:
+            preds = self._pending.pop(key)
+            err2 = sum((p - value) ** 2 for p in preds.values()) / len(preds)
+            self._targets += 1
+            alpha = max(1.0 / self._targets, 1.0 / self.memory)
+            self._mse += alpha * (err2 - self._mse)
+        stale = start_s - self.max_lead_s
+        for key in [k for k in self._pending if k[1] < stale]:
+            del self._pending[key]
+
+    @property
+    def targets(self) -> int:
+        """How many measured targets have been scored."""
+        return self._targets
+
+    def error_sd(self) -> float | None:
+        """The forecast's recent error (g/kWh), or None before `min_targets` were scored."""
+        if self._targets < self.min_targets:
+            return None
+        return math.sqrt(max(0.0, self._mse))
