@@ -25,6 +25,7 @@ from ..models import (
     Snapshot,
 )
 from ..policy.window import expected_power_w
+from ..signals.skill import ForecastSkill
 from .traces import ForecastModel, RegionTrace
 
 
@@ -72,6 +73,10 @@ class SimResult:
         return sum(1 for j in self.jobs if j.missed)
 
 
+def _points_s(t0_s: float, slot_s: float, vals: np.ndarray) -> list[tuple[float, float, float]]:
+    return [(t0_s + i * slot_s, t0_s + (i + 1) * slot_s, float(v)) for i, v in enumerate(vals)]
+
+
 def _fresh_copy(job: Job) -> Job:
     return job.model_copy(deep=True)
 
@@ -87,8 +92,13 @@ def simulate(
     policy_name: str = "",
     forecast_name: str = "",
     progress: bool = False,
+    warmup_s: float = 2 * 86400.0,
 ) -> SimResult:
-    """Replay `jobs` (not modified) through `policy` over the aligned `traces`."""
+    """Replay `jobs` (not modified) through `policy` over the aligned `traces`.
+
+    Each region's forecasts are scored against the actual values as the clock moves (as the
+    agent's signal hub does), starting `warmup_s` before the first job where the trace
+    allows, and the policy sees that measured error in its snapshot."""
     names = list(traces)
     first = traces[names[0]]
     slot_s, origin = first.slot_s, first.origin_s
@@ -123,6 +133,21 @@ def simulate(
     t = max(0, int((work[0].submitted_at.timestamp() - origin) // slot_s)) if work else t_end
     report_every = max(1, (t_end - t) // 50)
     start_t = t
+    skills = {name: ForecastSkill() for name in names}
+    scored = max(0, t - int(warmup_s // slot_s))  # next slot whose forecasts are scored
+
+    def score_until(t_now: int) -> None:
+        nonlocal scored
+        for tt in range(scored, t_now + 1):
+            s0 = origin + tt * slot_s
+            for name in names:
+                sk = skills[name]
+                sk.record_actual(s0, s0 + slot_s, float(traces[name].values[tt]))
+                if tt < t_now:  # the current tick's forecast is recorded below
+                    vals = forecasts[name].values(tt, min(h, n_slots - tt))
+                    sk.record_forecast(s0, _points_s(s0, slot_s, vals))
+        scored = t_now + 1
+
     while t < t_end:
         now_s = origin + t * slot_s
         clock.set(datetime.fromtimestamp(now_s, UTC))
@@ -137,8 +162,10 @@ def simulate(
             t = max(t + 1, math.ceil((work[nxt].submitted_at.timestamp() - origin) / slot_s))
             continue
         regions = {}
+        score_until(t)
         for name in names:
             vals = forecasts[name].values(t, min(h, n_slots - t))
+            skills[name].record_forecast(now_s, _points_s(now_s, slot_s, vals))
             pts = [
                 ForecastPoint.model_construct(
                     start=now + timedelta(seconds=i * slot_s),
@@ -163,6 +190,7 @@ def simulate(
                 age_s=0.0,
                 fresh=True,
                 error=None,
+                forecast_error_g_per_kwh=skills[name].error_sd(),
             )
         snap = Snapshot.model_construct(
             now=now,

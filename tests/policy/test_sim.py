@@ -100,3 +100,32 @@ def test_gridshift_on_a_real_trace_captures_the_oracle(shared_carbon):
     noisy.oracle_g = perfect.oracle_g
     assert noisy.saving("gridshift") > 0
     assert noisy.saving("gridshift") >= noisy.saving("wait-awhile")
+
+
+class _Recorder:
+    """A planner that starts everything at once and remembers the measured forecast error
+    it was shown."""
+
+    def __init__(self) -> None:
+        self.seen: list[float | None] = []
+        self.inner = RunNow(slot_s=HOUR)
+
+    def plan(self, snapshot):
+        self.seen.append(snapshot.regions["a"].forecast_error_g_per_kwh)
+        return self.inner.plan(snapshot)
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("perfect", 0.0), ("noise10", 0.1)])
+def test_the_simulator_scores_each_forecast_as_the_agent_does(kind, expected):
+    vals = 200 + 50 * np.sin(np.arange(24 * 12) / 3.8)
+    tr, _ = traces({"a": vals})
+    start = T0 + timedelta(days=8)
+    jobs = [job("a", 1, 30, submitted=start + timedelta(hours=h)) for h in range(0, 48, 6)]
+    rec = _Recorder()
+    simulate(rec, tr, {"a": make_forecast(kind, tr["a"])}, jobs)
+    # two days of warm-up before the first job: the error is known from the first tick
+    assert rec.seen and all(e is not None for e in rec.seen)
+    assert rec.seen[-1] == pytest.approx(expected * float(np.mean(vals)), rel=0.2, abs=1e-9)
+    cold = _Recorder()
+    simulate(cold, tr, {"a": make_forecast(kind, tr["a"])}, jobs, warmup_s=0)
+    assert cold.seen[0] is None
