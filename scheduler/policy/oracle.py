@@ -134,11 +134,13 @@ def _add_job(m: _Model, job: OracleJob, inten: np.ndarray, occupancy: dict) -> l
         z = m.var(0.0, True)
         zs[r] = z
         prev_y = None
+        prev_f = None
         for t in range(job.release, dl):
             y = m.var(0.0, True)
             x = m.var(e * float(inten[r, t]), False)
             u = m.var(0.0, False)
             w = m.var(0.0, True)
+            f = m.var(0.0, False)  # 1 once the partly used slot has passed: the job is done
             partial[w] = 1.0
             m.row({x: 1.0, y: -1.0}, -np.inf, 0.0)  # x <= y
             m.row({x: 1.0, y: -1.0, w: 1.0}, 0.0, np.inf)  # x >= y - w: full unless partial
@@ -147,11 +149,19 @@ def _add_job(m: _Model, job: OracleJob, inten: np.ndarray, occupancy: dict) -> l
             if prev_y is not None:
                 coefs[prev_y] = 1.0
             m.row(coefs, 0.0, np.inf)  # u >= y[t] - y[t-1]
+            # A slot is used in part only when the job finishes in it, as jobs run on a
+            # slot clock: no slot after a partly used one.
+            m.row({f: 1.0, w: -1.0}, 0.0, np.inf)  # f[t] >= w[t]
+            m.row({f: 1.0}, -np.inf, 1.0)
+            if prev_f is not None:
+                m.row({f: 1.0, prev_f: -1.0}, 0.0, np.inf)  # f[t] >= f[t-1]
+                m.row({y: 1.0, prev_f: 1.0}, -np.inf, 1.0)  # y[t] <= 1 - f[t-1]
             total_x[x] = 1.0
             starts[u] = 1.0
             occupancy.setdefault((r, t), {})[y] = job.gpus
             parts.append((r, t, x))
             prev_y = y
+            prev_f = f
     m.row(dict.fromkeys(zs.values(), 1.0), 1.0, 1.0)
     m.row(partial, 0.0, 1.0)  # at most one partly used slot (the last one)
     m.row(dict(starts), 1.0, np.inf)  # it starts at least once

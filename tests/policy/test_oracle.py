@@ -56,14 +56,24 @@ def test_interruptible_takes_cheapest_slots_without_checkpoint_cost():
 
 
 def test_checkpoint_cost_is_paid_per_resume_and_can_keep_a_job_whole():
-    inten = np.array([[1, 9, 1, 9, 1, 9, 9, 9.0]])
+    inten = np.array([[1, 9, 1, 9, 1, 2, 9, 9.0]])
     free = solve([OracleJob("a", 0, 3, 8, 1, 1.0, [0], True, 0.0)], inten).emissions_g
     cheap = solve([OracleJob("a", 0, 3, 8, 1, 1.0, [0], True, 0.5)], inten).emissions_g
     dear = solve([OracleJob("a", 0, 3, 8, 1, 1.0, [0], True, 5.0)], inten).emissions_g
     assert free == pytest.approx(3.0)
-    # one resume: 0.5 slot of extra work, cheapest at 9 g (the 9 after the first 1)
-    assert cheap == pytest.approx(7.5)
+    # two resumes: one slot of extra work, cheapest at 2 g (slots 0, 2, 4 and 5)
+    assert cheap == pytest.approx(1 + 1 + 1 + 2)
     assert dear == pytest.approx(1 + 9 + 1)  # one block of three beats paying 5 slots
+
+
+def test_a_slot_is_used_in_part_only_when_the_job_finishes_in_it():
+    # Jobs run on the slot clock: 0.5 slot of a 9 g slot between two runs (slots 0, 1/2, 2
+    # then 4) cannot be executed; the best executable plan is one block 0-2.
+    inten = np.array([[1, 9, 1, 9, 1, 9, 9, 9.0]])
+    res = solve([OracleJob("a", 0, 3, 8, 1, 1.0, [0], True, 0.5)], inten)
+    assert res.emissions_g == pytest.approx(1 + 9 + 1)
+    used = sorted((t, f) for _, t, f in res.schedule["a"])
+    assert all(f == pytest.approx(1.0) for _, f in used[:-1])
 
 
 def test_relocation_picks_the_cleaner_region():
