@@ -25,10 +25,11 @@ How a job is planned:
   job starts now unless waiting saves more than `min_saving_fraction`. A running
   interruptible job is suspended only if the best plan that pauses beats the best plan that
   runs on. A started non-interruptible job is never touched.
-- **Forecast noise**: each forecast row is checked for the signature of independent errors
-  and, if noisy, shrunk towards a short moving average; a job is then held only for a gain
-  above `noise_margin_sd` standard deviations of the error left, so the plan neither chases
-  noise nor loses its savings to it.
+- **Forecast noise**: each forecast row is checked for the signature of independent errors,
+  capped by the error the forecast has really shown (`RegionSignal.forecast_error_g_per_kwh`,
+  measured by the signal hub or the simulator); a noisy row is replaced by its posterior
+  mean under a smooth-signal prior, anchored on the value measured now. A forecast that
+  has been exact is used as it is.
 - **Fail open**: a region whose signal is not fresh is never chosen while a fresh one is
   allowed; a job with no fresh region starts now (never held past its latest start).
 
@@ -41,6 +42,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -74,12 +76,12 @@ class CarbonPlannerConfig(BaseModel):
     default_min_run_s: float = Field(
         default=3600.0, ge=0, description="shortest run of an interruptible job, if unset"
     )
-    denoise: bool = Field(default=True, description="shrink noisy forecasts towards a mean")
+    denoise: bool = Field(default=True, description="smooth forecasts that look noisy")
     denoise_floor_fraction: float = Field(
         default=0.04, gt=0, description="roughness (fraction of the mean) treated as signal"
     )
-    noise_margin_sd: float = Field(
-        default=1.0, ge=0, description="hold only for a gain above this many error sds"
+    denoise_length_s: float = Field(
+        default=3 * 3600.0, gt=0, description="time scale of the grid signal when smoothing"
     )
     wait_tiebreak_fraction: float = Field(
         default=1e-5, ge=0, description="per-slot penalty that prefers earlier equal starts"
@@ -183,47 +185,86 @@ def build_grid(snapshot: Snapshot, slot_s: float, horizon_slots: int) -> Grid:
     )
 
 
-def denoise_rows(values: np.ndarray, floor_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Shrink each row towards its 5-slot triangular moving average, by as much as it
-    looks noisy.
+def denoise_rows(
+    values: np.ndarray,
+    floor_fraction: float,
+    length_slots: float,
+    day_slots: float,
+    measured_sd: np.ndarray | None = None,
+    known: np.ndarray | None = None,
+) -> np.ndarray:
+    """Replace each noisy row by its best estimate of the true signal.
 
     Independent forecast errors of variance v make successive second differences strongly
     negatively correlated (their lag-1 covariance is -4v), while a real grid signal, which
     moves in ramps and bends rarely, leaves them nearly uncorrelated. So v is estimated from
-    the negative part of that covariance: about zero for a clean forecast, which is left
-    untouched (as is any row whose v is below (`floor_fraction` x mean)^2 / 4). The weight
-    of the average is v / (v + (`floor_fraction` x mean)^2).
-    Also returns, per row, the standard deviation of the error left after smoothing (of the
-    part of v above that floor), which the planner uses as a margin before holding a job.
+    the negative part of that covariance. Where the forecast's error has been measured
+    against what happened (`measured_sd`, NaN where not), v is capped by it: a forecast
+    that has been exact is not touched whatever its shape. A row whose v is below
+    (`floor_fraction` x mean)^2 / 4 is left as it is.
+
+    A noisy row becomes the posterior mean of a Gaussian process observed with noise v in
+    every forecast slot (`known`, default all; the others are not observed) and exactly in
+    slot 0, measured now. Its covariance is half a smooth part (time scale
+    `length_slots`) and half a daily part (period `day_slots`, fading over three days), so
+    each hour's estimate also draws on the same hour of the other forecast days.
     """
     out = values.copy()
-    n = values.shape[1]
-    left = np.zeros(values.shape[0])
-    if n < 8:
-        return out, left
-    for i in range(values.shape[0]):
+    n_r, n = values.shape
+    if measured_sd is None:
+        measured_sd = np.full(n_r, np.nan)
+    for i in range(n_r):
         row = values[i]
         mean = float(np.mean(row))
-        if mean <= 0:
+        if n < 8 or mean <= 0:
             continue
         d2 = np.diff(row[1:], n=2)  # slot 0 is a measurement, not a forecast
-        if d2.size < 4:
-            continue
         noise = max(0.0, -float(np.mean(d2[1:] * d2[:-1]))) / 4.0
-        floor = (floor_fraction * mean) ** 2 / 4.0
-        if noise <= floor:
+        if math.isfinite(measured_sd[i]):
+            noise = min(noise, float(measured_sd[i]) ** 2)
+        if noise <= (floor_fraction * mean) ** 2 / 4.0:
             continue
-        w = noise / (noise + (floor_fraction * mean) ** 2)
-        kernel = np.array([1.0, 2.0, 3.0, 2.0, 1.0]) / 9.0
-        padded = np.concatenate([row[:1].repeat(2), row, row[-1:].repeat(2)])
-        best = (1 - w) * row + w * np.convolve(padded, kernel, mode="valid")
-        eff = w * kernel
-        eff[2] += 1 - w
-        best_w2 = float(np.sum(eff**2))
-        out[i] = best
-        out[i, 0] = row[0]  # the value measured now is not a forecast
-        left[i] = math.sqrt((noise - floor) * best_w2)  # error beyond what a signal shows
-    return out, left
+        seen = np.ones(n, dtype=bool) if known is None else known[i]
+        out[i] = gp_posterior_mean(row, seen, noise, length_slots, day_slots)
+    return out
+
+
+@lru_cache(maxsize=16)
+def _covariance_by_lag(n: int, length_slots: float, day_slots: float) -> np.ndarray:
+    """Prior correlation for lags -(n-1) .. n-1 (index lag + n - 1): half a smooth part,
+    half a daily part fading over three days."""
+    lag = np.arange(-(n - 1), n, dtype=float)
+    smooth = np.exp(-0.5 * (lag / length_slots) ** 2)
+    daily = np.exp(
+        -2.0 * np.sin(np.pi * lag / day_slots) ** 2 - 0.5 * (lag / (3.0 * day_slots)) ** 2
+    )
+    out = 0.5 * smooth + 0.5 * daily
+    out.flags.writeable = False
+    return out
+
+
+def gp_posterior_mean(
+    row: np.ndarray, seen: np.ndarray, noise_var: float, length_slots: float, day_slots: float
+) -> np.ndarray:
+    """Posterior mean over `row`'s slots (see `denoise_rows`)."""
+    n = row.size
+    observed = seen.copy()
+    observed[0] = True
+    idx = np.nonzero(observed)[0]
+    level = float(np.mean(row[idx]))
+    signal_var = max(float(np.var(row[idx])) - noise_var, 0.05 * noise_var)
+    by_lag = _covariance_by_lag(n, length_slots, day_slots)
+    k_all = signal_var * by_lag[np.arange(n)[:, None] - idx[None, :] + n - 1]  # (n, obs)
+    a = k_all[idx]
+    a[np.diag_indices_from(a)] += noise_var
+    a[0, 0] += 1e-6 * noise_var - noise_var  # slot 0 is measured, not forecast
+    try:
+        alpha = np.linalg.solve(a, row[idx] - level)
+    except np.linalg.LinAlgError:
+        return row.copy()
+    out = level + k_all @ alpha
+    out[0] = row[0]
+    return np.maximum(out, 0.0)
 
 
 def window_sums(row_cum: np.ndarray, row: np.ndarray, n_starts: int, d_slots: float) -> np.ndarray:
@@ -281,6 +322,16 @@ def solve_interruptible(
     ov = np.array([j.overhead_frac for j in jobs])
     pref = np.zeros((b, n_t + 1))
     pref[:, 1:] = np.cumsum(cost, axis=1)
+    # the job's last slot is used only for the part of its work left over (a resume's
+    # checkpoint adds minutes, not a whole slot)
+    spare = np.array([1.0 - min(1.0, max(0.0, j.work_slots - (j.k - 1))) for j in jobs])
+    # refund[b, s]: what the unused part of slot s saves when job b finishes in it; a block
+    # started with k <= m work left finishes the job in slot t + k - 1
+    k_end = np.arange(1, min(int(m.max()), kmax) + 1)
+    refund = np.zeros((b, n_t + kmax + 1))
+    refund[:, :n_t] = np.where(cost < BIG / 2, spare[:, None] * cost, 0.0)
+    refund_k = np.where(k_end[None, :, None] <= m[:, :, None], refund[:, None, :], 0.0)
+    k_cols = np.arange(k_end.size)
     p_k = np.minimum(m, ks[None, :])  # progress of a block started with k left
     rows = np.arange(b)[:, None]
     v_on = np.full((n_t + 1, b, kmax + 1), BIG)
@@ -296,6 +347,8 @@ def solve_interruptible(
         ok = end <= n_t
         end_c = np.minimum(end, n_t)
         block = pref[rows, end_c] - pref[:, t : t + 1]
+        # a block started with k <= m work left ends the job in slot t + k - 1
+        block[:, 1 : k_end.size + 1] -= refund_k[:, k_cols, t + k_end - 1]
         after = v_on[end_c, rows, ks[None, :] - p_k]
         base = np.where(ok, block + after, BIG)
         base[:, 0] = 0.0
@@ -307,6 +360,8 @@ def solve_interruptible(
         v_fr = np.where(sf, base, v_fr)
         cont = np.full((b, kmax + 1), BIG)
         cont[:, 1:] = c_t + v_on[t + 1, :, :-1]
+        if kmax >= 1:
+            cont[:, 1] -= refund[:, t]
         ko = cont <= v_off
         von = np.where(ko, cont, v_off)
         von[:, 0] = 0.0
@@ -386,11 +441,33 @@ class CarbonPlanner:
             (j.deadline - now).total_seconds() for j in active
         )  # no job needs slots past its deadline
         n_t = int(max(1, min(math.ceil(max(far, slot_s) / slot_s), cfg.horizon_s / slot_s)))
-        grid = build_grid(snapshot, slot_s, n_t)
+        # A noisy forecast is read over several days (its daily pattern repeats), then cut
+        # back to the slots the jobs need.
+        n_ctx = max(n_t, int(min(cfg.horizon_s, 4 * 86400.0) / slot_s)) if cfg.denoise else n_t
+        grid = build_grid(snapshot, slot_s, n_ctx)
+        inten = grid.intensity
         if cfg.denoise:
-            inten, noise_sd = denoise_rows(grid.intensity, cfg.denoise_floor_fraction)
-        else:
-            inten, noise_sd = grid.intensity, np.zeros(len(grid.regions))
+            measured = np.array(
+                [
+                    np.nan
+                    if (sig := snapshot.regions.get(name)) is None
+                    or sig.forecast_error_g_per_kwh is None
+                    else float(sig.forecast_error_g_per_kwh)
+                    for name in grid.regions
+                ]
+            )
+            inten = denoise_rows(
+                inten,
+                cfg.denoise_floor_fraction,
+                cfg.denoise_length_s / slot_s,
+                86400.0 / slot_s,
+                measured,
+                grid.known,
+            )
+            if n_ctx > n_t:
+                inten = inten[:, :n_t]
+                grid.intensity = grid.intensity[:, :n_t]
+                grid.known = grid.known[:, :n_t]
         n_r = len(grid.regions)
         # Pad so windows that run past the horizon can be summed (unknown = the row mean).
         longest = max(math.ceil(j.remaining_s / slot_s) for j in active) + 2
@@ -424,7 +501,7 @@ class CarbonPlanner:
                 -j.spec.gpus,
             )
         )
-        plans = self._plan_fixed(fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_sd)
+        plans = self._plan_fixed(fixed, grid, ext, cum, used, limited, n_t, snapshot)
         for job, plan in zip(fixed, plans, strict=True):
             decisions.extend(self._fixed_decisions(job, plan, grid, ext))
         if flexible:
@@ -452,7 +529,6 @@ class CarbonPlanner:
         limited: bool,
         n_t: int,
         snapshot: Snapshot,
-        noise_sd: np.ndarray,
     ) -> list[_Plan]:
         cfg = self.config
         slot_s = cfg.slot_s
@@ -522,9 +598,7 @@ class CarbonPlanner:
         hyst, min_save = 1 + cfg.hysteresis_fraction, 1 + cfg.min_saving_fraction
         sums_of = [sums_by_d[k] for k in keys.tolist()]
         durs = [math.ceil(d - _EPS) or 1 for d in d_slots.tolist()]
-        sd_l = noise_sd.tolist()
         fresh_l = has_fresh.tolist()
-        d_l = d_slots.tolist()
         plans: list[_Plan] = []
         for i, job in enumerate(jobs):
             r, s = best_r_l[i], best_s_l[i]
@@ -556,15 +630,7 @@ class CarbonPlanner:
                         # starting early is a change of plan too
                         early = now_c_l[i] * hyst <= planned + _EPS
                     else:
-                        # Start now unless waiting saves enough, and more than the
-                        # forecast's own error could fake (`noise_margin_sd` sds of the error
-                        # left after smoothing where the two windows differ).
-                        fake = 0.0
-                        if sd_l[r] > 0:
-                            fake = (
-                                cfg.noise_margin_sd * sd_l[r] * math.sqrt(max(1.0, min(d_l[i], s)))
-                            )
-                        early = gain <= planned * (min_save - 1) + _EPS or gain < fake
+                        early = gain <= planned * (min_save - 1) + _EPS
                     if early:
                         r, s = now_r_l[i], 0
             dur = durs[i]

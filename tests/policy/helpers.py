@@ -28,6 +28,7 @@ def signal(
     now: datetime = T0,
     slot_s: float = HOUR,
     fresh: bool = True,
+    error_g: float | None = None,
 ) -> RegionSignal:
     step = timedelta(seconds=slot_s)
     pts = [
@@ -48,6 +49,7 @@ def signal(
         age_s=0.0,
         fresh=fresh,
         error=None if fresh else "signal is 4 h old",
+        forecast_error_g_per_kwh=error_g,
     )
 
 

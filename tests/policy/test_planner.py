@@ -169,10 +169,37 @@ def test_suspended_job_resumes_in_time_for_its_deadline():
 def test_denoise_leaves_a_smooth_forecast_alone_and_smooths_a_noisy_one():
     t = np.arange(96)
     smooth = 300 + 100 * np.sin(t / 6)
-    assert np.allclose(denoise_rows(smooth[None, :], 0.02)[0][0], smooth, rtol=0.01)
+    assert np.allclose(denoise_rows(smooth[None, :], 0.02, 3.0, 24.0)[0], smooth, rtol=0.01)
     noisy = smooth + np.random.default_rng(0).normal(0, 30, t.size)
-    out = denoise_rows(noisy[None, :], 0.02)[0][0]
-    assert np.abs(out - smooth)[1:].mean() < 0.75 * np.abs(noisy - smooth)[1:].mean()
+    noisy[0] = smooth[0]  # slot 0 is measured
+    out = denoise_rows(noisy[None, :], 0.02, 3.0, 24.0)[0]
+    assert out[0] == noisy[0]
+    assert np.abs(out - smooth)[1:].mean() < 0.6 * np.abs(noisy - smooth)[1:].mean()
+
+
+def test_a_forecast_measured_as_exact_is_not_smoothed_whatever_its_shape():
+    # a step-like signal (hydro, marginal emissions) reads as noisy to the shape test alone
+    row = np.tile([100.0, 100, 400, 400, 90, 410, 100, 380], 12)
+    assert not np.allclose(denoise_rows(row[None, :], 0.02, 3.0, 24.0)[0], row)
+    exact = denoise_rows(row[None, :], 0.02, 3.0, 24.0, np.array([0.0]))[0]
+    assert np.array_equal(exact, row)
+
+
+def test_the_measured_forecast_error_decides_how_far_the_forecast_is_trusted():
+    # Truth: 300 with a broad dip to 220 at slots 30-36. The forecast adds +/-30 of
+    # independent error everywhere and one draw of -150 at slot 10.
+    vals = np.full(48, 300.0)
+    vals[30:37] = 220.0
+    vals[1:] += 30.0 * np.where(np.arange(1, 48) % 2, 1.0, -1.0)
+    vals[10] = 150.0
+    j = job("a", 1, 47)
+    planner = CarbonPlanner(CFG_DEFAULT)
+    exact = planner.plan(snapshot([j], {"a": signal("a", vals, error_g=0.0)}))
+    assert exact[0].action == Action.HOLD
+    assert exact[0].planned_start == T0 + timedelta(hours=10)  # an exact forecast is taken
+    noisy = planner.plan(snapshot([j], {"a": signal("a", vals, error_g=40.0)}))
+    assert noisy[0].action == Action.HOLD
+    assert T0 + timedelta(hours=29) <= noisy[0].planned_start <= T0 + timedelta(hours=37)
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,6 +212,7 @@ def _smooth_trace(seed_vals, n):
     return np.maximum(1.0, base + amp * np.sin(t / 4.0 + phase) + 0.3 * amp * np.sin(t / 1.7))
 
 
+WARMUP_H = 24
 job_strategy = st.tuples(
     st.integers(0, 10),  # submitted, hours from the start
     st.integers(1, 6),  # duration, hours
@@ -207,7 +235,7 @@ def _jobs(specs):
                 gpus=g,
                 interruptible=inter,
                 regions=regions,
-                submitted=T0 + timedelta(hours=sub),
+                submitted=T0 + timedelta(hours=WARMUP_H + sub),
                 checkpoint_cost_s=300 if inter else 0,
                 min_run_s=HOUR if inter else 0,
             )
@@ -223,7 +251,9 @@ def _jobs(specs):
     cap=st.one_of(st.none(), st.integers(4, 12)),
 )
 def test_deadlines_met_capacity_respected_never_worse_than_run_now(specs, shape_a, shape_b, cap):
-    n = 48
+    # Perfect knowledge: exact forecasts, which the simulator has scored as exact over the
+    # WARMUP_H hours before the first job (so the planner knows not to smooth them).
+    n = WARMUP_H + 48
     tr, fc = traces({"a": _smooth_trace(shape_a, n), "b": _smooth_trace(shape_b, n)})
     jobs = _jobs(specs)
     capacity = {"a": cap, "b": cap}
