@@ -86,6 +86,12 @@ class CarbonPlannerConfig(BaseModel):
     wait_tiebreak_fraction: float = Field(
         default=1e-5, ge=0, description="per-slot penalty that prefers earlier equal starts"
     )
+    interruptible_wait_cost_fraction: float = Field(
+        default=0.01,
+        ge=0,
+        description="share of a slot's emissions an interruptible job's plan is charged per "
+        "slot it waits to start: the earlier of nearly equal plans wins",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,11 +313,12 @@ class _IntJob:
 
 
 def solve_interruptible(
-    cost: np.ndarray, jobs: list[_IntJob], n_t: int
+    cost: np.ndarray, jobs: list[_IntJob], n_t: int, wait_cost_fraction: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Exact plans for a batch of interruptible jobs.
 
-    cost: (B, n_t) grams per slot of running (BIG where the slot may not be used).
+    cost: (B, n_t) grams per slot of running (BIG where the slot may not be used); each
+    slot a job waits for its first start adds `wait_cost_fraction` of its mean slot cost.
     Returns (value (B,) grams of the best plan from the job's state, run mask (B, n_t),
     first run slot (B,) or -1, value (B,) of the best plan that runs in slot 0).
     """
@@ -328,6 +335,11 @@ def solve_interruptible(
     # refund[b, s]: what the unused part of slot s saves when job b finishes in it; a block
     # started with k <= m work left finishes the job in slot t + k - 1
     k_end = np.arange(1, min(int(m.max()), kmax) + 1)
+    # waiting to start costs `wait_cost_fraction` of a usable slot's mean cost per slot
+    usable = cost < BIG / 2
+    mean_cost = np.where(usable, cost, 0.0).sum(axis=1) / np.maximum(usable.sum(axis=1), 1)
+    wait_pen = np.zeros((b, kmax + 1))
+    wait_pen[:, 1:] = wait_cost_fraction * mean_cost[:, None]
     refund = np.zeros((b, n_t + kmax + 1))
     refund[:, :n_t] = np.where(cost < BIG / 2, spare[:, None] * cost, 0.0)
     refund_k = np.where(k_end[None, :, None] <= m[:, :, None], refund[:, None, :], 0.0)
@@ -356,6 +368,7 @@ def solve_interruptible(
         cand_off = base + ov[:, None] * c_t
         so = cand_off < v_off
         v_off = np.where(so, cand_off, v_off)
+        v_fr = v_fr + wait_pen
         sf = base < v_fr
         v_fr = np.where(sf, base, v_fr)
         cont = np.full((b, kmax + 1), BIG)
@@ -403,6 +416,9 @@ def solve_interruptible(
         state = np.where(running, 2, np.where(on & ~stays_on, 1, state))
         k = k - run[:, t].astype(int)
         block_left = np.maximum(block_left - 1, 0)
+    # the value reported is the plan's emissions: the waiting charge only chose among plans
+    fresh = (np.array([j.state for j in jobs]) == 0) & (first > 0) & (value < BIG / 2)
+    value = np.where(fresh, value - wait_pen[:, 1] * first, value)
     return value, run, first, cont_now
 
 
@@ -873,6 +889,7 @@ class CarbonPlanner:
         if not specs:
             return out
         horizon = max(s.deadline_slot for s in specs)
+        wait_frac = cfg.interruptible_wait_cost_fraction
 
         def costs(batch: list[_IntJob], width: int = horizon) -> np.ndarray:
             cost = np.full((len(batch), width), BIG)
@@ -890,12 +907,12 @@ class CarbonPlanner:
         def solve(batch: list[_IntJob]) -> tuple[np.ndarray, ...]:
             """A later batch, on the horizon its own deadlines need, widened back."""
             width = max(s.deadline_slot for s in batch)
-            v, r, f, c = solve_interruptible(costs(batch, width), batch, width)
+            v, r, f, c = solve_interruptible(costs(batch, width), batch, width, wait_frac)
             wide = np.zeros((len(batch), horizon), dtype=bool)
             wide[:, :width] = r
             return v, wide, f, c
 
-        value, run, first, cont = solve_interruptible(costs(specs), specs, horizon)
+        value, run, first, cont = solve_interruptible(costs(specs), specs, horizon, wait_frac)
         # A plan whose extra checkpoints would push the job past its deadline is solved
         # again with that much time held back.
         short = self._deadline_short(specs, run)

@@ -298,3 +298,12 @@ def test_a_single_plan_never_overfills_a_region(specs, vals, cap):
         s = 0 if d.action == Action.START else int((d.planned_start - T0) / timedelta(hours=1))
         use[d.region][s : s + int(np.ceil(j.remaining_s / HOUR))] += j.spec.gpus
     assert max(u.max() for u in use.values()) <= cap
+
+
+def test_an_interruptible_job_takes_the_earlier_of_nearly_equal_plans_only():
+    j = job("a", 1, 6, interruptible=True, checkpoint_cost_s=300, min_run_s=HOUR)
+    [d] = plan([j], {"a": signal("a", [300, 100, 300, 300, 99.5, 300])})
+    assert d.action == Action.HOLD and d.planned_start == T0 + timedelta(hours=1)
+    assert d.expected_saving_g == pytest.approx(0.3 * (300 - 100))  # the plan's own saving
+    [d] = plan([j], {"a": signal("a", [300, 100, 300, 300, 50, 300])})
+    assert d.action == Action.HOLD and d.planned_start == T0 + timedelta(hours=4)
