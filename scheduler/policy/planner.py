@@ -354,25 +354,27 @@ def solve_interruptible(
     start_off = np.zeros((n_t, b, kmax + 1), dtype=bool)
     start_fr = np.zeros((n_t, b, kmax + 1), dtype=bool)
     keep_on = np.zeros((n_t, b, kmax + 1), dtype=bool)
+    k_after = ks[None, :] - p_k  # work left after such a block
+    k_last = k_end - 1
+    ov_cost = ov[:, None] * cost
+    cont = np.full((b, kmax + 1), BIG)
     for t in range(n_t - 1, -1, -1):
         end = t + p_k  # (B, K+1)
         ok = end <= n_t
         end_c = np.minimum(end, n_t)
         block = pref[rows, end_c] - pref[:, t : t + 1]
         # a block started with k <= m work left ends the job in slot t + k - 1
-        block[:, 1 : k_end.size + 1] -= refund_k[:, k_cols, t + k_end - 1]
-        after = v_on[end_c, rows, ks[None, :] - p_k]
-        base = np.where(ok, block + after, BIG)
+        block[:, 1 : k_end.size + 1] -= refund_k[:, k_cols, t + k_last]
+        base = np.where(ok, block + v_on[end_c, rows, k_after], BIG)
         base[:, 0] = 0.0
         c_t = cost[:, t : t + 1]
-        cand_off = base + ov[:, None] * c_t
+        cand_off = base + ov_cost[:, t : t + 1]
         so = cand_off < v_off
         v_off = np.where(so, cand_off, v_off)
-        v_fr = v_fr + wait_pen
+        v_fr += wait_pen
         sf = base < v_fr
         v_fr = np.where(sf, base, v_fr)
-        cont = np.full((b, kmax + 1), BIG)
-        cont[:, 1:] = c_t + v_on[t + 1, :, :-1]
+        np.add(c_t, v_on[t + 1, :, :-1], out=cont[:, 1:])
         if kmax >= 1:
             cont[:, 1] -= refund[:, t]
         ko = cont <= v_off
@@ -381,7 +383,7 @@ def solve_interruptible(
         v_on[t] = np.minimum(von, BIG)
         start_off[t], start_fr[t], keep_on[t] = so, sf, ko
         if t == 0:
-            cont0 = cont
+            cont0 = cont.copy()
     # Forward trace from each job's own state.
     state = np.array([j.state for j in jobs])
     k = np.array([j.k for j in jobs])
