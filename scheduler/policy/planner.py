@@ -21,7 +21,9 @@ How a job is planned:
   best choice would overfill a region in any slot takes its next-best option that fits.
   Running jobs hold their GPUs until they end.
 - **Hysteresis**: a held job keeps its planned (region, start) unless a new plan is cheaper
-  by more than `hysteresis_fraction`; it is never postponed, and it starts when due. A new
+  by more than `hysteresis_fraction`; it is never postponed, and it starts when due. Where
+  a region's forecast is read through its noise, held jobs there are planned afresh at
+  every tick. A new
   job starts now unless waiting saves more than `min_saving_fraction`. A running
   interruptible job is suspended only if the best plan that pauses beats the best plan that
   runs on. A started non-interruptible job is never touched.
@@ -464,6 +466,7 @@ class CarbonPlanner:
         n_ctx = max(n_t, int(min(cfg.horizon_s, 4 * 86400.0) / slot_s)) if cfg.denoise else n_t
         grid = build_grid(snapshot, slot_s, n_ctx)
         inten = grid.intensity
+        smoothed = np.zeros(len(grid.regions), dtype=bool)
         if cfg.denoise:
             measured = np.array(
                 [
@@ -482,6 +485,7 @@ class CarbonPlanner:
                 measured,
                 grid.known,
             )
+            smoothed = np.any(inten != grid.intensity, axis=1)
             if n_ctx > n_t:
                 inten = inten[:, :n_t]
                 grid.intensity = grid.intensity[:, :n_t]
@@ -519,7 +523,7 @@ class CarbonPlanner:
                 -j.spec.gpus,
             )
         )
-        plans = self._plan_fixed(fixed, grid, ext, cum, used, limited, n_t, snapshot)
+        plans = self._plan_fixed(fixed, grid, ext, cum, used, limited, n_t, snapshot, smoothed)
         for job, plan in zip(fixed, plans, strict=True):
             decisions.extend(self._fixed_decisions(job, plan, grid, ext))
         if flexible:
@@ -547,6 +551,7 @@ class CarbonPlanner:
         limited: bool,
         n_t: int,
         snapshot: Snapshot,
+        smoothed: np.ndarray,
     ) -> list[_Plan]:
         cfg = self.config
         slot_s = cfg.slot_s
@@ -630,12 +635,14 @@ class CarbonPlanner:
             else:
                 # hysteresis: keep an existing plan unless the new one is clearly better
                 kept = False
-                if job.state == JobState.HELD:
+                # A held plan changes only for a gain above the hysteresis; it is never
+                # postponed (a later start chosen on each fresher forecast is how a planner
+                # chases its forecast's errors up to the deadline), and once its start has
+                # come, it starts. Where the forecast is read through its noise, the plan is
+                # made afresh at every tick instead: the estimate is the best there is, and
+                # the slot waited for, once measured, may prove dirtier than estimated.
+                if job.state == JobState.HELD and not smoothed[grid.index.get(job.region or "", r)]:
                     prev = self._previous(job, grid, ls_l[i], allowed[i], snapshot.now)
-                    # A held plan changes only for a gain above the hysteresis; it is never
-                    # postponed (a later start chosen on each fresher forecast is how a
-                    # planner chases its forecast's errors up to the deadline), and once its
-                    # start has come, it starts.
                     if prev is not None and (
                         prev[1] == 0 or s > prev[1] or sums[prev] <= best_c_l[i] * hyst + _EPS
                     ):

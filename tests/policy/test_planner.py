@@ -307,3 +307,20 @@ def test_an_interruptible_job_takes_the_earlier_of_nearly_equal_plans_only():
     assert d.expected_saving_g == pytest.approx(0.3 * (300 - 100))  # the plan's own saving
     [d] = plan([j], {"a": signal("a", [300, 100, 300, 300, 50, 300])})
     assert d.action == Action.HOLD and d.planned_start == T0 + timedelta(hours=4)
+
+
+def test_a_due_plan_starts_on_a_clean_forecast_and_is_made_afresh_on_a_noisy_one():
+    # The job waited for now, which is measured at 400; a broad dip to 150 follows at 5-8 h.
+    vals = np.full(24, 300.0)
+    vals[5:9] = 150.0
+    vals[0] = 400.0
+    held = job("a", 1, 20, state=JobState.HELD)
+    held.planned_start = T0
+    planner = CarbonPlanner(CFG_DEFAULT)
+    [d] = planner.plan(snapshot([held], {"a": signal("a", vals, error_g=0.0)}))
+    assert d.action == Action.START  # a kept plan starts when due
+    noisy = vals.copy()
+    noisy[1:] += 30.0 * np.where(np.arange(1, 24) % 2, 1.0, -1.0)
+    [d] = planner.plan(snapshot([held], {"a": signal("a", noisy, error_g=30.0)}))
+    assert d.action == Action.HOLD
+    assert T0 + timedelta(hours=4) <= d.planned_start <= T0 + timedelta(hours=8)
