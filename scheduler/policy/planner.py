@@ -360,14 +360,17 @@ def solve_interruptible(
     k_last = k_end - 1
     ov_cost = ov[:, None] * cost
     cont = np.full((b, kmax + 1), BIG)
+    m_max = int(m.max())
     for t in range(n_t - 1, -1, -1):
         end = t + p_k  # (B, K+1)
-        ok = end <= n_t
-        end_c = np.minimum(end, n_t)
+        inside = t + m_max <= n_t  # every block started now ends within the horizon
+        end_c = end if inside else np.minimum(end, n_t)
         block = pref[rows, end_c] - pref[:, t : t + 1]
         # a block started with k <= m work left ends the job in slot t + k - 1
         block[:, 1 : k_end.size + 1] -= refund_k[:, k_cols, t + k_last]
-        base = np.where(ok, block + v_on[end_c, rows, k_after], BIG)
+        base = block + v_on[end_c, rows, k_after]
+        if not inside:
+            base = np.where(end <= n_t, base, BIG)
         base[:, 0] = 0.0
         c_t = cost[:, t : t + 1]
         cand_off = base + ov_cost[:, t : t + 1]
@@ -396,29 +399,27 @@ def solve_interruptible(
     first = np.full(b, -1)
     block_left = np.zeros(b, dtype=int)
     idx = np.arange(b)
+    m0 = m[:, 0]
     for t in range(n_t):
         active = k > 0
         if not active.any():
             break
-        in_block = block_left > 0
-        # Decide for jobs not inside a committed block.
-        free = active & ~in_block
-        starts = np.zeros(b, dtype=bool)
-        stays_on = np.zeros(b, dtype=bool)
-        kk = np.clip(k, 0, kmax)
-        on = free & (state == 2)
-        stays_on[on] = keep_on[t, idx[on], kk[on]]
-        off = free & (state == 1)
-        starts[off] = start_off[t, idx[off], kk[off]]
-        fr = free & (state == 0)
-        starts[fr] = start_fr[t, idx[fr], kk[fr]]
-        first = np.where(starts & (first < 0), t, first)
-        first = np.where(stays_on & (first < 0), t, first)
-        block_left = np.where(starts, np.minimum(m[:, 0], k), block_left)
+        # Decide for jobs not inside a committed block (k never leaves 0..kmax).
+        free = active & (block_left == 0)
+        is_on = state == 2
+        dec = np.where(
+            is_on,
+            keep_on[t, idx, k],
+            np.where(state == 1, start_off[t, idx, k], start_fr[t, idx, k]),
+        )
+        stays_on = free & is_on & dec
+        starts = free & ~is_on & dec
+        first = np.where((starts | stays_on) & (first < 0), t, first)
+        block_left = np.where(starts, np.minimum(m0, k), block_left)
         running = (block_left > 0) | stays_on
         run[:, t] = running & active
-        state = np.where(running, 2, np.where(on & ~stays_on, 1, state))
-        k = k - run[:, t].astype(int)
+        state = np.where(running, 2, np.where(free & is_on & ~stays_on, 1, state))
+        k = k - run[:, t]
         block_left = np.maximum(block_left - 1, 0)
     # the value reported is the plan's emissions: the waiting charge only chose among plans
     fresh = (np.array([j.state for j in jobs]) == 0) & (first > 0) & (value < BIG / 2)
