@@ -290,6 +290,14 @@ def _fail_open(grid: Grid, region: str) -> str:
     return f"{grid.errors.get(region, 'no fresh signal')} for {region}: running now (fail open)"
 
 
+_DECISION_FIELDS = frozenset(Decision.model_fields)
+
+
+def _decision(**values: Any) -> Decision:
+    """A Decision built without validation (the planner sets every field itself)."""
+    return Decision.model_construct(_fields_set=set(_DECISION_FIELDS), **values)
+
+
 def fmt_t(t: datetime) -> str:
     """'06-01 14:30Z' (UTC), cheaply: called for every decision."""
     return f"{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}Z"
@@ -745,7 +753,7 @@ class CarbonPlanner:
         now = grid.now
         region = grid.regions[plan.region_i]
         out: list[Decision] = []
-        mk = Decision.model_construct
+        mk = _decision
         latest = plan.latest_start or job.latest_start
         if plan.start < 0:
             return [
@@ -1000,7 +1008,7 @@ class CarbonPlanner:
 
     @staticmethod
     def _no_capacity(job: Job, grid: Grid, ri: int) -> Decision:
-        return Decision.model_construct(
+        return _decision(
             action=Action.HOLD,
             reason=f"no capacity left in {grid.regions[ri]} now although the deadline "
             f"{fmt_t(job.deadline)} needs it; re-checking at the next tick",
@@ -1024,7 +1032,7 @@ class CarbonPlanner:
             return []
         action = Action.RESUME if job.state == JobState.SUSPENDED else Action.START
         return [
-            Decision.model_construct(
+            _decision(
                 action=action,
                 reason=reason,
                 at=grid.now,
@@ -1057,7 +1065,7 @@ class CarbonPlanner:
         naive = float(row[: s.k].sum())
         saving = naive - value if value < BIG / 2 else 0.0
         runs_now = bool(run[0]) if run.size else True
-        mk = Decision.model_construct
+        mk = _decision
         planned = np.nonzero(run)[0]
         n_seg = int(np.sum(np.diff(np.concatenate([[0], run.astype(int)])) == 1))
         mean = float(ext[s.region_i, planned].mean()) if planned.size else float(ext[s.region_i, 0])
