@@ -14,7 +14,8 @@ How a job is planned:
   states (never started, suspended, running). Every (re)start commits to a block of at least
   `min_run_s`; a resume pays the job's `checkpoint_cost_s` as extra energy and time, so the
   plan only splits a job where the gap is worth more than the checkpoint, and never
-  thrashes. Slots after the deadline cost "infinity"; a plan whose checkpoints would push
+  thrashes. The job's last slot costs only the part of it the work left needs. Slots
+  after the deadline cost "infinity"; a plan whose checkpoints would push
   the job past its deadline is solved again with that time held back (or the job runs
   straight through).
 - **Capacity**: jobs are committed in order of latest start (least slack first); a job whose
@@ -23,15 +24,17 @@ How a job is planned:
 - **Hysteresis**: a held job keeps its planned (region, start) unless a new plan is cheaper
   by more than `hysteresis_fraction`; it is never postponed, and it starts when due. Where
   a region's forecast is read through its noise, held jobs there are planned afresh at
-  every tick. A new
-  job starts now unless waiting saves more than `min_saving_fraction`. A running
+  every tick. A new job starts now unless waiting saves more than `min_saving_fraction`.
+  An interruptible job's wait for its first start is charged
+  `interruptible_wait_cost_fraction` of a slot per slot, so the earlier of nearly equal
+  plans wins. A running
   interruptible job is suspended only if the best plan that pauses beats the best plan that
   runs on. A started non-interruptible job is never touched.
 - **Forecast noise**: each forecast row is checked for the signature of independent errors,
   capped by the error the forecast has really shown (`RegionSignal.forecast_error_g_per_kwh`,
   measured by the signal hub or the simulator); a noisy row is replaced by its posterior
-  mean under a smooth-signal prior, anchored on the value measured now. A forecast that
-  has been exact is used as it is.
+  mean under a prior with a smooth and a daily part, anchored on the value measured now.
+  A forecast that has been exact is used as it is.
 - **Fail open**: a region whose signal is not fresh is never chosen while a fresh one is
   allowed; a job with no fresh region starts now (never held past its latest start).
 
