@@ -23,8 +23,8 @@ How a job is planned:
   Running jobs hold their GPUs until they end.
 - **Hysteresis**: a held job keeps its planned (region, start) unless a new plan is cheaper
   by more than `hysteresis_fraction`; it is never postponed, and it starts when due. Where
-  a region's forecast is read through its noise, held jobs there are planned afresh at
-  every tick. A new job starts now unless waiting saves more than `min_saving_fraction`.
+  a region's forecast is read through its measured noise, held jobs there are planned
+  afresh at every tick. A new job starts now unless waiting saves more than `min_saving_fraction`.
   An interruptible job's wait for its first start is charged
   `interruptible_wait_cost_fraction` of a slot per slot, so the earlier of nearly equal
   plans wins. A running
@@ -497,7 +497,10 @@ class CarbonPlanner:
                 measured,
                 grid.known,
             )
-            smoothed = np.any(inten != grid.intensity, axis=1)
+            # held plans are made afresh only where the noise is measured, not just inferred
+            # from the row's shape (so a restarted agent, which has yet to score its
+            # forecasts, keeps the plans it made)
+            smoothed = np.any(inten != grid.intensity, axis=1) & np.isfinite(measured)
             if n_ctx > n_t:
                 inten = inten[:, :n_t]
                 grid.intensity = grid.intensity[:, :n_t]

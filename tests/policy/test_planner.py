@@ -324,3 +324,7 @@ def test_a_due_plan_starts_on_a_clean_forecast_and_is_made_afresh_on_a_noisy_one
     [d] = planner.plan(snapshot([held], {"a": signal("a", noisy, error_g=30.0)}))
     assert d.action == Action.HOLD
     assert T0 + timedelta(hours=4) <= d.planned_start <= T0 + timedelta(hours=8)
+    # noise inferred from the shape alone (no forecast scored yet, as after a restart): the
+    # plan is kept
+    [d] = planner.plan(snapshot([held], {"a": signal("a", noisy)}))
+    assert d.action == Action.START
