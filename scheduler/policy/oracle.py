@@ -151,8 +151,7 @@ def _add_job(m: _Model, job: OracleJob, inten: np.ndarray, occupancy: dict) -> l
             m.row(coefs, 0.0, np.inf)  # u >= y[t] - y[t-1]
             # A slot is used in part only when the job finishes in it, as jobs run on a
             # slot clock: no slot after a partly used one.
-            m.row({f: 1.0, w: -1.0}, 0.0, np.inf)  # f[t] >= w[t]
-            m.row({f: 1.0}, -np.inf, 1.0)
+            m.row({f: 1.0, w: -1.0}, 0.0, np.inf)  # f[t] >= w[t] (f <= 1 by its bound)
             if prev_f is not None:
                 m.row({f: 1.0, prev_f: -1.0}, 0.0, np.inf)  # f[t] >= f[t-1]
                 m.row({y: 1.0, prev_f: 1.0}, -np.inf, 1.0)  # y[t] <= 1 - f[t-1]

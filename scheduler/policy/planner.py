@@ -478,7 +478,7 @@ class CarbonPlanner:
         n_ctx = max(n_t, int(min(cfg.horizon_s, 4 * 86400.0) / slot_s)) if cfg.denoise else n_t
         grid = build_grid(snapshot, slot_s, n_ctx)
         inten = grid.intensity
-        smoothed = np.zeros(len(grid.regions), dtype=bool)
+        noise_measured = np.zeros(len(grid.regions), dtype=bool)
         if cfg.denoise:
             measured = np.array(
                 [
@@ -500,7 +500,7 @@ class CarbonPlanner:
             # held plans are made afresh only where the noise is measured, not just inferred
             # from the row's shape (so a restarted agent, which has yet to score its
             # forecasts, keeps the plans it made)
-            smoothed = np.any(inten != grid.intensity, axis=1) & np.isfinite(measured)
+            noise_measured = np.any(inten != grid.intensity, axis=1) & np.isfinite(measured)
             if n_ctx > n_t:
                 inten = inten[:, :n_t]
                 grid.intensity = grid.intensity[:, :n_t]
@@ -538,7 +538,9 @@ class CarbonPlanner:
                 -j.spec.gpus,
             )
         )
-        plans = self._plan_fixed(fixed, grid, ext, cum, used, limited, n_t, snapshot, smoothed)
+        plans = self._plan_fixed(
+            fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_measured
+        )
         for job, plan in zip(fixed, plans, strict=True):
             decisions.extend(self._fixed_decisions(job, plan, grid, ext))
         if flexible:
@@ -566,7 +568,7 @@ class CarbonPlanner:
         limited: bool,
         n_t: int,
         snapshot: Snapshot,
-        smoothed: np.ndarray,
+        noise_measured: np.ndarray,
     ) -> list[_Plan]:
         cfg = self.config
         slot_s = cfg.slot_s
@@ -653,10 +655,11 @@ class CarbonPlanner:
                 # A held plan changes only for a gain above the hysteresis; it is never
                 # postponed (a later start chosen on each fresher forecast is how a planner
                 # chases its forecast's errors up to the deadline), and once its start has
-                # come, it starts. Where the forecast is read through its noise, the plan is
-                # made afresh at every tick instead: the estimate is the best there is, and
-                # the slot waited for, once measured, may prove dirtier than estimated.
-                if job.state == JobState.HELD and not smoothed[grid.index.get(job.region or "", r)]:
+                # come, it starts. Where the forecast is read through its measured noise, the
+                # plan is made afresh at every tick instead: the estimate is the best there
+                # is, and the slot waited for, once measured, may prove dirtier than estimated.
+                held_region = grid.index.get(job.region or "", r)
+                if job.state == JobState.HELD and not noise_measured[held_region]:
                     prev = self._previous(job, grid, ls_l[i], allowed[i], snapshot.now)
                     if prev is not None and (
                         prev[1] == 0 or s > prev[1] or sums[prev] <= best_c_l[i] * hyst + _EPS
