@@ -57,6 +57,8 @@ from .telemetry.nvml import NvmlTelemetry
 
 log = logging.getLogger(__name__)
 
+# store meta key holding each region's forecast skill (signals/skill.py)
+SKILL_KEY = "forecast_skill"
 ACTIVE_STATES = [JobState.PENDING, JobState.HELD, JobState.RUNNING, JobState.SUSPENDED]
 
 
@@ -281,6 +283,17 @@ class Agent:
 
     def refresh_signals(self) -> None:
         self.hub.refresh()
+        # What the hub has learnt of each forecast's error survives a restart.
+        self.store.set_json(SKILL_KEY, self.hub.skill_state())
+
+    def _restore_skill(self) -> None:
+        try:
+            saved = self.store.get_json(SKILL_KEY)
+        except ValueError as exc:  # not JSON: start afresh
+            log.warning("forecast skill in the store is unreadable (%s); relearning it", exc)
+            return
+        if isinstance(saved, dict):
+            self.hub.restore_skill(saved)
 
     def tick(self) -> list[Decision]:
         """One planning round. Returns the decisions that changed something."""
@@ -641,6 +654,7 @@ class Agent:
                 log.error("could not restore GPU power limits at start-up: %s", exc)
         self.sample_power()
         self.reconcile()
+        self._restore_skill()
         self.refresh_signals()
         self.tick()
 

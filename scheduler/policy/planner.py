@@ -498,8 +498,8 @@ class CarbonPlanner:
                 grid.known,
             )
             # held plans are made afresh only where the noise is measured, not just inferred
-            # from the row's shape (so a restarted agent, which has yet to score its
-            # forecasts, keeps the plans it made)
+            # from the row's shape (so an agent that has yet to score its forecasts keeps
+            # the plans it made)
             noise_measured = np.any(inten != grid.intensity, axis=1) & np.isfinite(measured)
             if n_ctx > n_t:
                 inten = inten[:, :n_t]

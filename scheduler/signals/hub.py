@@ -182,6 +182,24 @@ class SignalHub:
                 forecast_error_g_per_kwh=state.skill.error_sd(),
             )
 
+    def skill_state(self) -> dict[str, dict[str, Any]]:
+        """Each region's forecast skill as plain data, for the store."""
+        with self._lock:
+            return {region: state.skill.state() for region, state in self._state.items()}
+
+    def restore_skill(self, states: dict[str, Any]) -> None:
+        """Take back what `skill_state` returned; regions no longer configured are ignored,
+        and a region whose data is malformed starts afresh (logged)."""
+        with self._lock:
+            for region, data in states.items():
+                state = self._state.get(region)
+                if state is None:
+                    continue
+                try:
+                    state.skill.restore(data)
+                except ValueError as exc:
+                    log.warning("region %s: forecast skill not restored (%s)", region, exc)
+
     def snapshot(self) -> dict[str, RegionSignal]:
         return {region: self.region_signal(region) for region in self.chains}
 

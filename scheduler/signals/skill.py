@@ -5,12 +5,17 @@ The planner uses the result (`RegionSignal.forecast_error_g_per_kwh`) to know ho
 trust the forecast: a forecast that has been exact is taken as it is; one that has been
 wrong by 40 g/kWh is smoothed, and a job waits for it only when waiting is worth that
 uncertainty. Nothing here does I/O; the agent's signal hub and the simulator feed it.
+`state()` and `restore()` turn what has been learnt into plain data and back, so the agent
+keeps it in its store across restarts.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+STATE_VERSION = 1
 
 
 class ForecastSkill:
@@ -80,3 +85,32 @@ class ForecastSkill:
         if self._targets < self.min_targets:
             return None
         return math.sqrt(max(0.0, self._mse))
+
+    def state(self) -> dict[str, Any]:
+        """What has been learnt, as JSON-ready data (see `restore`)."""
+        return {
+            "version": STATE_VERSION,
+            "mse": self._mse,
+            "targets": self._targets,
+            "pending": [
+                [start_s, end_s, {str(lead): v for lead, v in preds.items()}]
+                for (start_s, end_s), preds in self._pending.items()
+            ],
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Take back what `state()` returned. Raises ValueError, and changes nothing, if
+        the data is not such a state."""
+        try:
+            if state.get("version") != STATE_VERSION:
+                raise ValueError(f"unknown forecast skill state version {state.get('version')!r}")
+            mse, targets = float(state["mse"]), int(state["targets"])
+            pending = {
+                (float(start_s), float(end_s)): {int(k): float(v) for k, v in preds.items()}
+                for start_s, end_s, preds in state["pending"]
+            }
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed forecast skill state: {exc!r}") from exc
+        if not (math.isfinite(mse) and mse >= 0 and targets >= 0):
+            raise ValueError("malformed forecast skill state: negative or non-finite error")
+        self._mse, self._targets, self._pending = mse, targets, pending

@@ -171,3 +171,30 @@ def test_cancel(tmp_path):
         agent.cancel(job.id)
     agent.reconcile()
     assert agent.store.get_job(job.id).state == JobState.CANCELLED
+
+
+def test_what_the_agent_learnt_of_its_forecasts_survives_a_restart(tmp_path):
+    agent = make_agent(tmp_path)
+    agent.startup()
+    region = agent.settings.default_region
+    for _ in range(14 * 4):  # 14 h of refreshes every 15 min: enough scored targets
+        agent.clock.advance(timedelta(minutes=15))
+        agent.refresh_signals()
+    learnt = agent.hub.region_signal(region).forecast_error_g_per_kwh
+    assert learnt is not None
+    agent.store.close()
+
+    restarted = make_agent(tmp_path, clock=agent.clock)
+    assert restarted.hub.region_signal(region).forecast_error_g_per_kwh is None  # before startup
+    restarted.startup()
+    assert restarted.hub.region_signal(region).forecast_error_g_per_kwh == pytest.approx(learnt)
+
+
+def test_unreadable_forecast_skill_in_the_store_is_relearnt_not_fatal(tmp_path):
+    agent = make_agent(tmp_path)
+    agent.store.set_meta("forecast_skill", "{not json")
+    agent.startup()  # logs a warning, starts afresh
+    assert agent.hub.region_signal(agent.settings.default_region).forecast_error_g_per_kwh is None
+    agent.store.set_json("forecast_skill", {agent.settings.default_region: {"version": 99}})
+    agent.startup()
+    assert agent.hub.region_signal(agent.settings.default_region).forecast_error_g_per_kwh is None

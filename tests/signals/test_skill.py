@@ -81,6 +81,42 @@ def test_the_latest_forecast_in_each_lead_hour_counts_once():
     assert skill.error_sd() == pytest.approx(math.sqrt((0.0 + 81.0) / 2))
 
 
+def test_state_round_trips_through_json_and_scoring_goes_on_the_same():
+    import json
+
+    kept = ForecastSkill()
+    feed(kept, 30, noise=20.0)
+    restored = ForecastSkill()
+    restored.restore(json.loads(json.dumps(kept.state())))
+    assert restored.error_sd() == kept.error_sd() and restored.targets == kept.targets
+    # forecasts remembered before the restart are still scored after it
+    t = T0.timestamp() + 30 * HOUR
+    for skill in (kept, restored):
+        skill.record_actual(t, t + HOUR, truth(t) + 50.0)
+    assert restored.targets == kept.targets == 30
+    assert restored.error_sd() == pytest.approx(kept.error_sd())
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"version": 2, "mse": 1.0, "targets": 1, "pending": []},
+        {"version": 1, "mse": -1.0, "targets": 1, "pending": []},
+        {"version": 1, "mse": float("nan"), "targets": 1, "pending": []},
+        {"version": 1, "mse": 1.0, "targets": 1},
+        {"version": 1, "mse": 1.0, "targets": 1, "pending": [[0.0, 1.0, [1, 2]]]},
+        {"version": 1, "mse": "x", "targets": 1, "pending": []},
+    ],
+)
+def test_a_malformed_state_is_refused_and_changes_nothing(bad):
+    skill = ForecastSkill(min_targets=1)
+    feed(skill, 5, bias=10.0)
+    before = skill.state()
+    with pytest.raises(ValueError):
+        skill.restore(bad)
+    assert skill.state() == before
+
+
 class BiasedProvider:
     """A provider whose forecasts are always 25 g/kWh too high."""
 
