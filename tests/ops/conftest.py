@@ -16,12 +16,17 @@ from typing import Any
 import pytest
 import requests
 
+from gridshift.scheduler.clock import SystemClock
+from gridshift.scheduler.signals.skill import ForecastSkill
+from gridshift.scheduler.store import SqliteStore
 from tests.conftest import require
 from tests.nvml.fakenvml import FakeGpu, FakeNvmlState, build
 from tests.ops.tools import HTTP_TIMEOUT_S, RULES, Agent, Prometheus, tool
 
 # One wall second is ten simulated minutes: a job's hour passes in six seconds.
 CLOCK_SPEED = 600.0
+# What an earlier run of the agent had learnt of the `local` forecast: 30 g/kWh off.
+SEEDED_FORECAST_ERROR_G_PER_KWH = 30.0
 
 
 @dataclass
@@ -76,7 +81,28 @@ def fake_nvml_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build(tmp_path_factory.mktemp("fake-nvml-ops"))
 
 
+def seed_forecast_skill(state_dir: Path) -> None:
+    """Leave in the store what an earlier run learnt of its forecasts (a day of targets, all
+    off by the same amount), as the agent itself writes it; the agent started on this
+    state dir reads it back, so the forecast-error gauge has data from the first scrape."""
+    skill = ForecastSkill()
+    t0 = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+    for hour in range(26):
+        now = t0 + hour * 3600.0
+        skill.record_actual(now, now + 3600.0, 100.0)
+        skill.record_forecast(
+            now, [(now + 3600.0, now + 7200.0, 100.0 + SEEDED_FORECAST_ERROR_G_PER_KWH)]
+        )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    store = SqliteStore.open(state_dir / "gridshift.db", SystemClock())
+    try:
+        store.set_json("forecast_skill", {"local": skill.state()})
+    finally:
+        store.close()
+
+
 def start_agent(workdir: Path, lib: Path) -> tuple[Agent, FakeNvmlState]:
+    seed_forecast_skill(workdir / "state")
     nvml = FakeNvmlState(
         workdir / "nvml-state.conf", [FakeGpu(demand_w=420.0), FakeGpu(demand_w=250.0)], None
     )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.ops.conftest import LiveStack
+from tests.ops.conftest import SEEDED_FORECAST_ERROR_G_PER_KWH, LiveStack
 from tests.ops.tools import (
     HTTP_TIMEOUT_S,
     dashboard_queries,
@@ -74,6 +74,20 @@ def test_every_dashboard_query_returns_data(live: LiveStack, region: str) -> Non
         wait_until("every dashboard query to return data", all_have_data, 30, interval_s=2)
     except AssertionError:
         pytest.fail("dashboard queries without data:\n" + "\n".join(failures))
+
+
+def test_forecast_error_learnt_by_an_earlier_run_is_exported_at_once(live: LiveStack) -> None:
+    # The store held what an earlier run had learnt (30 g/kWh off); the agent reads it back
+    # at start-up, and the replayed forecast, exact, only pulls the error down from there.
+    name = "gridshift_grid_carbon_intensity_forecast_error_grams_per_kwh"
+    lines = [
+        line
+        for line in live.agent.metrics_text().splitlines()
+        if line.startswith(name + "{") and 'region="local"' in line
+    ]
+    assert lines, f"{name} is not exported for the region"
+    error = float(lines[0].rsplit(" ", 1)[1])
+    assert 0 < error <= SEEDED_FORECAST_ERROR_G_PER_KWH + 1e-9
 
 
 def test_rule_queries_are_valid_and_name_scraped_metrics(live: LiveStack) -> None:
