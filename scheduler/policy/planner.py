@@ -323,6 +323,8 @@ class _IntJob:
     energy_kwh: float  # per slot
     region_i: int
     deadline_full: int = 0  # deadline slot before any reserve for checkpoints
+    # regions it may be placed in (None once started: a started job stays where it is)
+    regions: np.ndarray | None = None
 
 
 def solve_interruptible(
@@ -442,6 +444,11 @@ def solve_interruptible(
 # The planner
 
 
+def _has_started(job: Job) -> bool:
+    """Running, paused, or queued again after a checkpoint."""
+    return job.state in (JobState.RUNNING, JobState.SUSPENDED) or job.run_s > 0
+
+
 @dataclass
 class _Plan:
     region_i: int
@@ -517,8 +524,10 @@ class CarbonPlanner:
         used = np.zeros((n_r, n_x))
 
         decisions: list[Decision] = []
-        # Running jobs hold their GPUs.
+        # Running jobs hold their GPUs (an interruptible one, those its plan runs in).
         for job in active:
+            if job.spec.interruptible:
+                continue
             if job.state == JobState.RUNNING and job.spec.gpus and job.region in grid.index:
                 n = math.ceil(job.remaining_s / slot_s - _EPS)
                 used[grid.index[job.region], : max(1, n)] += job.spec.gpus
@@ -531,20 +540,34 @@ class CarbonPlanner:
             elif job.state in (JobState.PENDING, JobState.HELD):
                 fixed.append(job)
             # running/suspended non-interruptible jobs are never touched
+        # Capacity goes first to jobs that must start now, then to the largest (GPUs x time
+        # left): big jobs are the hard ones to fit, and the ones whose region matters most.
+        due_s = now.timestamp() + slot_s
         fixed.sort(
             key=lambda j: (
-                j.deadline.timestamp() - j.remaining_s,
+                j.deadline.timestamp() - j.remaining_s > due_s,
                 -j.spec.priority,
-                -j.spec.gpus,
+                -j.spec.gpus * j.remaining_s,
+                j.deadline.timestamp() - j.remaining_s,
             )
         )
+        # Interruptible jobs that have started (running or paused) are planned first, so
+        # the capacity a paused job will resume on is not given to jobs not yet started.
+        started = [j for j in flexible if _has_started(j)]
+        if started:
+            decisions.extend(self._plan_flexible(started, grid, ext, used, limited, n_t, snapshot))
         plans = self._plan_fixed(
             fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_measured
         )
         for job, plan in zip(fixed, plans, strict=True):
             decisions.extend(self._fixed_decisions(job, plan, grid, ext))
-        if flexible:
-            decisions.extend(self._plan_flexible(flexible, grid, ext, used, limited, n_t, snapshot))
+        fresh = [j for j in flexible if not _has_started(j)]
+        if fresh:
+            decisions.extend(
+                self._plan_flexible(
+                    fresh, grid, ext, used, limited, n_t, snapshot, largest_first=True
+                )
+            )
         return decisions
 
     # ---------------------------------------------------------------- fixed (non-interruptible)
@@ -855,6 +878,7 @@ class CarbonPlanner:
         limited: bool,
         n_t: int,
         snapshot: Snapshot,
+        largest_first: bool = False,
     ) -> list[Decision]:
         cfg = self.config
         slot_s = cfg.slot_s
@@ -862,7 +886,19 @@ class CarbonPlanner:
         out: list[Decision] = []
         specs: list[_IntJob] = []
         failopen: list[tuple[Job, int, int]] = []
-        jobs = sorted(jobs, key=lambda j: (j.latest_start, -j.spec.priority))
+        if largest_first:  # as for non-interruptible jobs (see plan())
+            due = now + timedelta(seconds=slot_s)
+            jobs = sorted(
+                jobs,
+                key=lambda j: (
+                    j.latest_start > due,
+                    -j.spec.priority,
+                    -j.spec.gpus * j.remaining_s,
+                    j.latest_start,
+                ),
+            )
+        else:  # least slack first
+            jobs = sorted(jobs, key=lambda j: (j.latest_start, -j.spec.priority))
         for job in jobs:
             allowed, has_fresh = self._allowed(job, grid, snapshot.default_region)
             state = {JobState.RUNNING: 2, JobState.SUSPENDED: 1}.get(job.state, 0)
@@ -880,14 +916,14 @@ class CarbonPlanner:
                 has_fresh = bool(grid.fresh[ri])
             else:
                 cand = np.nonzero(allowed)[0]
-                if dl >= k:
-                    part = np.sort(ext[cand, :dl], axis=1)[:, :k].sum(axis=1)
-                    ri = int(cand[int(np.argmin(part))])
-                else:
-                    ri = int(cand[int(np.argmin(ext[cand, 0]))])
+                ri = self._region_for(cand, dl, k, job.spec.gpus, ext, used, grid, limited)
             if not has_fresh or dl < k:
                 failopen.append((job, ri, k))
                 continue
+            if limited and job.spec.gpus and dl > k and np.isfinite(grid.capacity[ri]):
+                # Where GPUs are shared, a plan ends a slot before the deadline: a paused job
+                # that must wait for GPUs another job holds still finishes in time.
+                dl -= 1
             m = max(1, math.ceil((job.spec.min_run_s or cfg.default_min_run_s) / slot_s - _EPS))
             specs.append(
                 _IntJob(
@@ -902,6 +938,7 @@ class CarbonPlanner:
                     deadline_full=dl,
                     energy_kwh=expected_power_w(job) * slot_s / 3.6e6,
                     region_i=ri,
+                    regions=None if state in (1, 2) else cand,
                 )
             )
         for job, ri, k in failopen:
@@ -922,7 +959,7 @@ class CarbonPlanner:
             cost = np.full((len(batch), width), BIG)
             for b, s in enumerate(batch):
                 row = ext[s.region_i, : s.deadline_slot] * s.energy_kwh
-                if limited and s.job.spec.gpus and s.state != 2:
+                if limited and s.job.spec.gpus:
                     blocked = (
                         used[s.region_i, : s.deadline_slot] + s.job.spec.gpus
                         > grid.capacity[s.region_i]
@@ -939,27 +976,31 @@ class CarbonPlanner:
             wide[:, :width] = r
             return v, wide, f, c
 
-        value, run, first, cont = solve_interruptible(costs(specs), specs, horizon, wait_frac)
-        # A plan whose extra checkpoints would push the job past its deadline is solved
-        # again with that much time held back.
-        short = self._deadline_short(specs, run)
-        redo = [b for b in range(len(specs)) if short[b] > 0]
-        if redo:
-            batch = []
-            for b in redo:
-                s = specs[b]
-                s.deadline_slot = max(s.k, s.deadline_slot - short[b])
-                batch.append(s)
-            v2, r2, f2, c2 = solve(batch)
-            for i, b in enumerate(redo):
-                value[b], run[b], first[b], cont[b] = v2[i], r2[i], f2[i], c2[i]
-            again = self._deadline_short(batch, r2)
-            for i, b in enumerate(redo):
-                if again[i] > 0:  # no pause fits the checkpoints: run straight through
-                    run[b] = False
-                    run[b, : specs[b].k] = True
-                    first[b] = 0
-                    value[b] = cont[b]
+        def solve_checked(batch: list[_IntJob]) -> tuple[np.ndarray, ...]:
+            """`solve`, then a plan whose extra checkpoints would push its job past the
+            deadline is solved again with that much time held back; if no pause fits, the
+            job runs straight through."""
+            v, r, f, c = solve(batch)
+            short = self._deadline_short(batch, r)
+            redo = [i for i in range(len(batch)) if short[i] > 0]
+            if redo:
+                sub = []
+                for i in redo:
+                    s = batch[i]
+                    s.deadline_slot = max(s.k, s.deadline_slot - short[i])
+                    sub.append(s)
+                v2, r2, f2, c2 = solve(sub)
+                again = self._deadline_short(sub, r2)
+                for n, i in enumerate(redo):
+                    v[i], r[i], f[i], c[i] = v2[n], r2[n], f2[n], c2[n]
+                    if again[n] > 0:
+                        r[i] = False
+                        r[i, : batch[i].k] = True
+                        f[i] = 0
+                        v[i] = c[i]
+            return v, r, f, c
+
+        value, run, first, cont = solve_checked(specs)
         if limited:
             # Commit plans in priority order; those that no longer fit are solved again, in
             # batches, against the capacity left (a few rounds, then committed as they are).
@@ -969,29 +1010,51 @@ class CarbonPlanner:
                     break
                 if round_i:
                     batch = [specs[b] for b in pending]
-                    v2, r2, f2, c2 = solve(batch)
+                    for s in batch:  # a job not yet started may go where capacity is left
+                        if s.regions is not None and s.regions.size > 1:
+                            s.region_i = self._region_for(
+                                s.regions, s.deadline_slot, s.k, s.job.spec.gpus, ext, used,
+                                grid, limited,
+                            )  # fmt: skip
+                    v2, r2, f2, c2 = solve_checked(batch)
                     for i, b in enumerate(pending):
                         value[b], run[b], first[b], cont[b] = v2[i], r2[i], f2[i], c2[i]
                 still = []
                 for b in pending:
                     s = specs[b]
-                    if s.state == 2:
-                        continue  # its GPUs are already counted as held
                     g, ri = s.job.spec.gpus, s.region_i
                     slots = np.nonzero(run[b])[0]
+                    movable = s.regions is not None and s.regions.size > 1
                     if round_i == _ROUNDS:
-                        # last round: one by one against what is left
-                        v1, r1, f1, c1 = solve([s])
-                        value[b], run[b], first[b], cont[b] = v1[0], r1[0], f1[0], c1[0]
+                        # last round: one by one against what is left, in each region it
+                        # may use (cleanest first) until one has room
+                        for ri in self._regions_by_cost(s, ext, used, grid, limited):
+                            s.region_i = ri
+                            v1, r1, f1, c1 = solve_checked([s])
+                            value[b], run[b], first[b], cont[b] = v1[0], r1[0], f1[0], c1[0]
+                            if value[b] < BIG / 2:
+                                break
+                        g, ri = s.job.spec.gpus, s.region_i
                         slots = np.nonzero(run[b])[0]
                     if value[b] >= BIG / 2:
+                        if movable and round_i < _ROUNDS:
+                            still.append(b)  # no room here: another region, next round
+                            continue
                         run[b] = False  # no capacity before the deadline: not planned
+                        if s.state == 2:  # it runs on, holding its GPUs to the end
+                            used[ri, : s.k] += g
                         continue
                     if np.any(used[ri, slots] + g > grid.capacity[ri]):
                         still.append(b)
                         continue
                     used[ri, slots] += g
                 pending = still
+            for b in pending:  # still no room after every round
+                s = specs[b]
+                if s.state == 2:  # it runs on, holding its GPUs to the end
+                    used[s.region_i, : s.k] += s.job.spec.gpus
+                else:
+                    run[b], value[b] = False, BIG
         for b, s in enumerate(specs):
             out.extend(
                 self._flex_decisions(
@@ -999,6 +1062,60 @@ class CarbonPlanner:
                 )
             )
         return out
+
+    @staticmethod
+    def _region_costs(
+        regions: np.ndarray,
+        dl: int,
+        k: int,
+        gpus: int,
+        ext: np.ndarray,
+        used: np.ndarray,
+        grid: Grid,
+        limited: bool,
+    ) -> np.ndarray:
+        """Cost of the k cheapest slots before slot dl in each region, counting only slots
+        with room for the job's GPUs (inf where fewer than k have room)."""
+        if dl < k:
+            vals = ext[regions, :1]
+            k, dl = 1, 1
+        else:
+            vals = ext[regions, :dl]
+        if limited and gpus:
+            room = used[regions, :dl] + gpus <= grid.capacity[regions, None]
+            vals = np.where(room, vals, np.inf)
+        out: np.ndarray = np.sort(vals, axis=1)[:, :k].sum(axis=1)
+        return out
+
+    def _region_for(
+        self,
+        regions: np.ndarray,
+        dl: int,
+        k: int,
+        gpus: int,
+        ext: np.ndarray,
+        used: np.ndarray,
+        grid: Grid,
+        limited: bool,
+    ) -> int:
+        """The allowed region whose cleanest slots with room are cheapest; where none has
+        room, the cleanest regardless of capacity."""
+        costs = self._region_costs(regions, dl, k, gpus, ext, used, grid, limited)
+        if not np.isfinite(costs).any():
+            costs = self._region_costs(regions, dl, k, 0, ext, used, grid, False)
+        return int(regions[int(np.argmin(costs))])
+
+    def _regions_by_cost(
+        self, s: _IntJob, ext: np.ndarray, used: np.ndarray, grid: Grid, limited: bool
+    ) -> list[int]:
+        """The regions an unplaced job may still use, those with room first, cleanest first."""
+        if s.regions is None or s.regions.size < 2:
+            return [s.region_i]
+        costs = self._region_costs(
+            s.regions, s.deadline_slot, s.k, s.job.spec.gpus, ext, used, grid, limited
+        )
+        order = np.argsort(costs, kind="stable")
+        return [int(s.regions[i]) for i in order if np.isfinite(costs[i])] or [s.region_i]
 
     @staticmethod
     def _deadline_short(specs: list[_IntJob], run: np.ndarray) -> list[int]:

@@ -94,6 +94,40 @@ def test_capacity_spreads_jobs():
     assert len(ds) == 3
 
 
+def test_an_interruptible_job_goes_where_there_is_room_when_the_cleanest_region_is_full():
+    regions = {"a": signal("a", [100] * 8), "b": signal("b", [300] * 8)}
+    busy = job("busy", 8, 8, state=JobState.RUNNING, run_s=1.0)  # holds a's only GPU
+    j = job("j", 2, 6, interruptible=True, regions=["a", "b"], min_run_s=HOUR)
+    ds = by_job(plan([busy, j], regions, capacity={"a": 1, "b": 1}))["j"]
+    assert ds[-1].action == Action.START and ds[-1].region == "b", ds
+
+
+def test_a_paused_job_keeps_the_gpus_it_will_resume_on():
+    # One GPU; the paused job needs the clean hours 2-3 to finish by hour 5 (a slot held
+    # back as GPUs are shared); a new job with more slack wants the same hours.
+    values = [400, 400, 100, 100, 400, 400, 400, 400, 100, 100, 400, 400]
+    paused = job(
+        "paused", 2, 5, interruptible=True, state=JobState.SUSPENDED, run_s=HOUR,
+        checkpoint_cost_s=60, min_run_s=HOUR,
+    )  # fmt: skip
+    paused.spec.expected_duration_s = 3 * HOUR  # one hour done, two left
+    new = job("new", 2, 12)
+    ds = by_job(plan([paused, new], {"a": signal("a", values)}, capacity={"a": 1}))
+    [n] = ds["new"]
+    assert n.action == Action.HOLD and n.planned_start == T0 + timedelta(hours=8)
+    assert ds.get("paused", []) == []  # stays paused, to resume in hour 2
+
+
+def test_the_clean_region_goes_to_the_job_for_which_it_matters_most():
+    # The clean region has room for one of the two at a time, and neither can wait for the
+    # other to finish; the small job has less slack, the big one more to gain.
+    regions = {"a": signal("a", [100] * 14), "b": signal("b", [300] * 14)}
+    small = job("small", 4, 5.5, gpus=1, regions=["a", "b"])
+    big = job("big", 10, 12, gpus=4, regions=["a", "b"])
+    ds = by_job(plan([small, big], regions, capacity={"a": 4, "b": 8}))
+    assert ds["big"][-1].region == "a" and ds["small"][-1].region == "b", ds
+
+
 def test_hysteresis_keeps_a_held_plan_for_a_small_gain():
     values = [300, 300, 300, 300, 100, 300, 300, 300]
     j = job("a", 1, 8, state=JobState.HELD)
