@@ -46,11 +46,14 @@ class OracleJob:
 
 @dataclass
 class OracleResult:
-    emissions_g: float
+    emissions_g: float  # the best schedule found (nan if the time limit came first)
     per_job_g: dict[str, float]
     status: str
     exact: bool
     schedule: dict[str, list[tuple[int, int, float]]] = field(default_factory=dict)
+    # proven lower bound on the least emissions: equal to emissions_g when exact, the
+    # solver's bound when its time limit stopped it
+    bound_g: float = float("nan")
 
 
 class _Model:
@@ -69,7 +72,7 @@ class _Model:
     def row(self, coefs: dict[int, float], lo: float, hi: float) -> None:
         self.rows.append((coefs, lo, hi))
 
-    def solve(self, time_limit_s: float) -> tuple[np.ndarray | None, str, bool]:
+    def solve(self, time_limit_s: float) -> tuple[np.ndarray | None, str, bool, float]:
         n = len(self.cost)
         r, c, v, lo, hi = [], [], [], [], []
         for i, (coefs, a, b) in enumerate(self.rows):
@@ -91,7 +94,11 @@ class _Model:
             options={"time_limit": time_limit_s, "mip_rel_gap": 1e-6, "disp": False},
         )
         exact = res.status == 0
-        return (res.x if res.x is not None else None), str(res.message), exact
+        dual = getattr(res, "mip_dual_bound", None)
+        bound = float(res.fun) if exact else float(np.nan if dual is None else dual)
+        if res.status == 2:  # infeasible: no bound, no schedule
+            bound = np.nan
+        return (res.x if res.x is not None else None), str(res.message), exact, bound
 
 
 def _window_cost(row: np.ndarray, s: int, d: float) -> float:
@@ -198,6 +205,8 @@ def solve(
     schedule: dict[str, list[tuple[int, int, float]]] = {}
     exact = True
     status = "optimal"
+    bound_g = 0.0
+    found = True
     for group in groups:
         if not coupled and not group[0].interruptible:
             j = group[0]  # one non-interruptible job: enumerate its options
@@ -215,6 +224,7 @@ def solve(
                 )
             per_job[j.job_id] = best[0]
             schedule[j.job_id] = [(best[1], best[2], j.duration)]
+            bound_g += best[0]
             continue
         m = _Model()
         occupancy: dict[tuple[int, int], dict[int, float]] = {}
@@ -223,12 +233,16 @@ def solve(
             for (r, _t), coefs in occupancy.items():
                 if math.isfinite(cap[r]):
                     m.row(coefs, -np.inf, float(cap[r]))
-        x, msg, ok = m.solve(time_limit_s)
-        if x is None:
+        x, msg, ok, bound = m.solve(time_limit_s)
+        bound_g += bound
+        if x is None and not math.isfinite(bound):
             raise ValidationError(f"the oracle found no feasible schedule: {msg}")
         if not ok:
             exact = False
             status = msg
+        if x is None:  # stopped before any schedule was found: only the bound is known
+            found = False
+            continue
         for j, reader in readers:
             kind, items = reader[0]
             if kind == "fixed":
@@ -239,9 +253,10 @@ def solve(
                 per_job[j.job_id] = float(sum(m.cost[xi] * x[xi] for _, _, xi in items))
                 schedule[j.job_id] = [(r, t, float(x[xi])) for r, t, xi in items if x[xi] > 1e-6]
     return OracleResult(
-        emissions_g=float(sum(per_job.values())),
+        emissions_g=float(sum(per_job.values())) if found else float("nan"),
         per_job_g=per_job,
         status=status,
         exact=exact,
         schedule=schedule,
+        bound_g=bound_g,
     )

@@ -48,6 +48,26 @@ def test_capacity_couples_two_jobs_like_brute_force():
     )
 
 
+
+def test_a_time_limited_oracle_reports_a_bound_below_what_it_found():
+    rng = np.random.default_rng(3)
+    inten = rng.uniform(50, 500, size=(3, 40))
+    jobs = [
+        OracleJob(f"j{i}", int(rng.integers(0, 10)), float(rng.integers(3, 8)), 39.0,
+                  int(rng.integers(1, 4)), 1.0, [0, 1, 2])
+        for i in range(30)
+    ]  # fmt: skip
+    cap = np.array([3.0, 3.0, 3.0])
+    exact = solve(jobs, inten, capacity=cap)  # about 3 s
+    assert exact.exact and exact.bound_g == pytest.approx(exact.emissions_g)
+    cut = solve(jobs, inten, capacity=cap, time_limit_s=0.5)
+    # stopped early (on this machine kind it is): what it found is no better than the
+    # optimum, and its bound no worse
+    assert cut.bound_g <= exact.emissions_g + 1e-6
+    assert cut.emissions_g >= exact.emissions_g - 1e-6
+    if not cut.exact:
+        assert "time limit" in cut.status.lower()
+
 def test_interruptible_takes_cheapest_slots_without_checkpoint_cost():
     inten = np.array([[5, 1, 9, 2, 8, 3, 7.0]])
     job = OracleJob("a", 0, 3, 7, 1, 1.0, [0], interruptible=True, overhead=0.0)
