@@ -108,13 +108,19 @@ class RunNow(_Base):
 
 @dataclass
 class Threshold(_Base):
-    threshold_g_per_kwh: float = 200.0
+    """threshold_g_per_kwh: one level, or one per region (a region not named has none:
+    its jobs run at once)."""
+
+    threshold_g_per_kwh: float | dict[str, float] = 200.0
     slot_s: float = 3600.0
     name: str = "threshold"
 
     def plan_job(self, job: Job, grid: Grid, region: str) -> list[Decision]:
         now_i = float(grid.intensity[grid.index[region], 0])
-        if now_i <= self.threshold_g_per_kwh:
+        level = self.threshold_g_per_kwh
+        if isinstance(level, dict):
+            level = level.get(region, math.inf)
+        if now_i <= level:
             return [_decision(Action.START, job, grid, region, f"{now_i:.0f} <= threshold")]
         return [
             _decision(
@@ -122,8 +128,7 @@ class Threshold(_Base):
                 job,
                 grid,
                 region,
-                f"{now_i:.0f} g/kWh above {self.threshold_g_per_kwh:.0f}; latest start "
-                f"{fmt_t(job.latest_start)}",
+                f"{now_i:.0f} g/kWh above {level:.0f}; latest start {fmt_t(job.latest_start)}",
                 planned=1,
             )
         ]

@@ -3,10 +3,13 @@ baselines with a fake clock, and write a report (table + PNG plots).
 
     gridshift simulate TRACE.csv --scenario ml-interruptible --forecast noise10 --out report/
     gridshift simulate de --data-dir ../traces --days 14
+    gridshift simulate de gb no --data-dir ../traces --scenario ml --capacity 48
 
 TRACE is a CSV file in any layout the replay provider reads, a region name matched against
 the files in --data-dir (e.g. `de` finds de_2023_...csv, the most recent one), or `bundled`
-(the trace shipped with gridshift).
+(the trace shipped with gridshift). With several traces (of the same period), every job may
+run in any of their regions: gridshift relocates it, the baselines run it in its home
+region (the regions taken in turn), and --capacity applies to each region.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ FORECASTS = ("perfect", "noise5", "noise10", "noise20", "realistic", "historical
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("trace", help="CSV file, region name (with --data-dir) or 'bundled'")
+    parser.add_argument(
+        "trace", nargs="+", help="CSV file, region name (with --data-dir) or 'bundled'"
+    )
     parser.add_argument(
         "--data-dir",
         default=os.environ.get("GRIDSHIFT_TRACE_DIR"),
@@ -44,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--start-day", type=int, default=8, help="days after the trace start (history before)"
     )
     parser.add_argument("--slot-s", type=float, default=3600.0, help="simulation resolution")
-    parser.add_argument("--capacity", type=int, default=None, help="GPUs in the region")
+    parser.add_argument("--capacity", type=int, default=None, help="GPUs in each region")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-oracle", action="store_true", help="skip the MILP oracle")
     parser.add_argument("--out", type=Path, default=None, help="folder for report.txt and PNGs")
@@ -77,59 +82,79 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     try:
-        from .jobs import scenario_jobs
+        from .jobs import scenario_jobs, spread_home_regions
         from .report import plots, table
         from .suite import POLICIES, run_suite
-        from .traces import DAY_S, make_forecast, region_trace
+        from .traces import DAY_S, RegionTrace, aligned_windows, make_forecast, region_trace
     except ImportError as exc:  # scipy (the oracle) or matplotlib (the plots) missing
         raise ConfigError(
             f"gridshift simulate needs the 'sim' extra ({exc.name} is missing): "
             "pip install 'gridshift[sim]'"
         ) from None
 
-    path = resolve_trace(args.trace, args.data_dir)
-    region = path.name.split("_")[0].split(".")[0]
-    full = region_trace(path, args.slot_s, region)
-    start_s = full.origin_s + args.start_day * DAY_S
-    trace = full.window(start_s - args.start_day * DAY_S, args.start_day + args.days + 8)
-    if len(trace) * args.slot_s < (args.start_day + args.days) * DAY_S:
-        raise ConfigError(
-            f"{path.name} covers {len(full) * args.slot_s / DAY_S:.1f} days; it needs "
-            f"{args.start_day + args.days} (use fewer --days or a smaller --start-day)"
-        )
+    paths = [resolve_trace(name, args.data_dir) for name in args.trace]
+    fulls: dict[str, RegionTrace] = {}
+    for path in paths:
+        name = path.name.split("_")[0].split(".")[0]
+        if name in fulls:
+            raise ConfigError(f"region {name} is given twice")
+        fulls[name] = region_trace(path, args.slot_s, name)
+    regions = list(fulls)
+    start_s = max(t.origin_s for t in fulls.values()) + args.start_day * DAY_S
+    span_d = args.start_day + args.days + 8
+    if len(fulls) == 1:
+        full = fulls[regions[0]]
+        traces = {regions[0]: full.window(start_s - args.start_day * DAY_S, span_d)}
+        if len(traces[regions[0]]) * args.slot_s < (args.start_day + args.days) * DAY_S:
+            raise ConfigError(
+                f"{paths[0].name} covers {len(full) * args.slot_s / DAY_S:.1f} days; it needs "
+                f"{args.start_day + args.days} (use fewer --days or a smaller --start-day)"
+            )
+    else:
+        traces = aligned_windows(fulls, start_s - args.start_day * DAY_S, span_d)
     archive = Path(args.forecast_archive) if args.forecast_archive else None
-    if args.forecast == "historical" and archive is None and args.data_dir:
-        found = sorted(Path(args.data_dir).glob(f"{region}_*forecast*.csv"))
-        archive = found[-1] if found else None
-    model = make_forecast(args.forecast, trace, seed=args.seed, archive=archive)
+    models = {}
+    for i, (region, trace) in enumerate(traces.items()):
+        found = archive
+        if args.forecast == "historical" and found is None and args.data_dir:
+            matches = sorted(Path(args.data_dir).glob(f"{region}_*forecast*.csv"))
+            found = matches[-1] if matches else None
+        models[region] = make_forecast(args.forecast, trace, seed=args.seed + i, archive=found)
     jobs = scenario_jobs(
         args.scenario,
         datetime.fromtimestamp(start_s, UTC),
         args.days,
-        [region],
+        regions,
         args.slot_s,
         seed=args.seed,
     )
+    if len(regions) > 1:
+        jobs = spread_home_regions(jobs, regions)
     if not jobs:
         raise ConfigError("the scenario produced no jobs in that period; use more --days")
     policies = list(args.policies or POLICIES)
-    hist = full.values[max(0, full.slot_of(start_s) - int(7 * DAY_S / args.slot_s)) :]
-    threshold = float(np.median(hist[: int(7 * DAY_S / args.slot_s)]))
+    week = int(7 * DAY_S / args.slot_s)
+    thresholds = {}
+    for region, full in fulls.items():
+        at = full.slot_of(start_s)
+        thresholds[region] = float(np.median(full.values[max(0, at - week) : at]))
     t0 = time.perf_counter()
     suite = run_suite(
-        {region: trace},
-        {region: model},
+        traces,
+        models,
         jobs,
         policies,
         forecast_name=args.forecast,
-        capacity_gpus={region: args.capacity},
-        threshold_g_per_kwh=threshold,
+        capacity_gpus={region: args.capacity for region in regions},
+        threshold_g_per_kwh=thresholds,
         with_oracle=not args.no_oracle,
         progress=not args.quiet,
     )
+    levels = ", ".join(f"{r} {v:.0f}" for r, v in thresholds.items())
     title = (
-        f"{path.name}: {args.scenario}, {len(jobs)} jobs over {args.days} days, "
-        f"{args.forecast} forecast, threshold {threshold:.0f} g/kWh "
+        f"{', '.join(p.name for p in paths)}: {args.scenario}, {len(jobs)} jobs over "
+        f"{args.days} days, {args.forecast} forecast, threshold {levels} g/kWh"
+        f"{'' if args.capacity is None else f', {args.capacity} GPUs per region'} "
         f"({time.perf_counter() - t0:.1f} s)"
     )
     text = table(suite, title)
@@ -138,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "report.txt").write_text(text + "\n", encoding="utf-8")
         try:
-            written = plots(suite, {region: trace}, args.out, f"{region}_{args.scenario}")
+            written = plots(suite, traces, args.out, f"{'-'.join(regions)}_{args.scenario}")
         except ImportError:
             raise ConfigError(
                 "the plots need matplotlib: pip install 'gridshift[sim]' (report.txt is written)"

@@ -194,6 +194,18 @@ def _ceil(t: datetime, slot_s: float) -> datetime:
     return datetime.fromtimestamp(q, UTC)
 
 
+def spread_home_regions(jobs: list[Job], regions: list[str]) -> list[Job]:
+    """Let every job run in any of `regions`, with its home (first, where the baselines run
+    it) taken in turn, as if the jobs were submitted to each cluster alike."""
+    out = []
+    for i, job in enumerate(jobs):
+        k = i % len(regions)
+        order = regions[k:] + regions[:k]
+        spec = job.spec.model_copy(update={"allowed_regions": order})
+        out.append(job.model_copy(update={"spec": spec, "region": order[0]}))
+    return out
+
+
 def scenario_jobs(
     name: str, start: datetime, days: int, regions: list[str], slot_s: float, seed: int = 0
 ) -> list[Job]:

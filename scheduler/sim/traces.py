@@ -44,6 +44,31 @@ class RegionTrace:
         )
 
 
+def aligned_windows(
+    traces: dict[str, RegionTrace], start_s: float, days: float
+) -> dict[str, RegionTrace]:
+    """The same `days` from `start_s` of several regions' traces, on one slot clock (for
+    runs that relocate jobs between them). Raises ConfigError where a trace does not cover
+    the whole window."""
+    out = {name: t.window(start_s, days) for name, t in traces.items()}
+    want = round(days * DAY_S / next(iter(out.values())).slot_s)
+    for name, w in out.items():
+        if len(w) < want or abs(w.origin_s - start_s) >= w.slot_s:
+            first = datetime.fromtimestamp(traces[name].origin_s, UTC)
+            start = datetime.fromtimestamp(start_s, UTC)
+            span_d = len(traces[name]) * w.slot_s / DAY_S
+            raise ConfigError(
+                f"the {name} trace (from {first:%Y-%m-%d}, {span_d:.0f} days) does not cover "
+                f"{days:g} days from {start:%Y-%m-%d}; regions run together need traces of "
+                "the same period"
+            )
+    origin = min(w.origin_s for w in out.values())
+    return {
+        name: RegionTrace(w.name, origin, w.slot_s, w.values[:want], w.path)
+        for name, w in out.items()
+    }
+
+
 def region_trace(path: str | Path, slot_s: float, name: str | None = None) -> RegionTrace:
     """Load any trace layout (through the replay loader) and average it onto `slot_s` slots.
     Slots with no value take the previous slot's value (gaps in the source)."""
