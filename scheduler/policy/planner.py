@@ -543,14 +543,13 @@ class CarbonPlanner:
         # Capacity goes first to jobs that must start now, then to the largest (GPUs x time
         # left): big jobs are the hard ones to fit, and the ones whose region matters most.
         due_s = now.timestamp() + slot_s
-        fixed.sort(
-            key=lambda j: (
-                j.deadline.timestamp() - j.remaining_s > due_s,
-                -j.spec.priority,
-                -j.spec.gpus * j.remaining_s,
-                j.deadline.timestamp() - j.remaining_s,
-            )
-        )
+
+        def order(j: Job) -> tuple[bool, int, float, float]:
+            left = j.remaining_s
+            latest = j.deadline.timestamp() - left
+            return (latest > due_s, -j.spec.priority, -j.spec.gpus * left, latest)
+
+        fixed.sort(key=order)
         # Interruptible jobs that have started (running or paused) are planned first, so
         # the capacity a paused job will resume on is not given to jobs not yet started.
         started = [j for j in flexible if _has_started(j)]
@@ -568,7 +567,65 @@ class CarbonPlanner:
                     fresh, grid, ext, used, limited, n_t, snapshot, largest_first=True
                 )
             )
+        if limited:
+            decisions = self._fit_now(decisions, active, grid)
+        # Pauses first: the GPUs they free are those that jobs started in this plan use.
+        decisions.sort(key=lambda d: d.action != Action.SUSPEND)
         return decisions
+
+    @staticmethod
+    def _fit_now(decisions: list[Decision], jobs: list[Job], grid: Grid) -> list[Decision]:
+        """The last check: the GPUs in use now, after this plan's pauses and starts, fit
+        every region. Where they would not (a running job that no plan fits runs on), the
+        starts with the most slack wait for the next tick."""
+        by_id = {j.id: j for j in jobs}
+        busy = np.zeros(len(grid.regions))
+        for j in jobs:
+            if j.state == JobState.RUNNING and j.region in grid.index:
+                busy[grid.index[j.region]] += j.spec.gpus
+        starts = []
+        for d in decisions:
+            dj = by_id.get(d.job_id or "")
+            if dj is None:
+                continue
+            if d.action == Action.SUSPEND and dj.region in grid.index:
+                busy[grid.index[dj.region]] -= dj.spec.gpus
+            elif d.action in (Action.START, Action.RESUME) and dj.spec.gpus:
+                starts.append((d, dj))
+        for d, j in starts:
+            busy[grid.index.get(d.region or j.region or "", 0)] += j.spec.gpus
+        over = busy > grid.capacity
+        if not over.any():
+            return decisions
+        dropped: set[int] = set()
+        for d, j in sorted(starts, key=lambda dj: dj[1].latest_start, reverse=True):
+            ri = grid.index.get(d.region or j.region or "", 0)
+            if over[ri]:
+                dropped.add(id(d))
+                busy[ri] -= j.spec.gpus
+                over[ri] = busy[ri] > grid.capacity[ri]
+        out = []
+        for d in decisions:
+            if id(d) not in dropped:
+                out.append(d)
+            elif d.action == Action.START:
+                j = by_id[d.job_id or ""]
+                out.append(
+                    _decision(
+                        action=Action.HOLD,
+                        reason=f"no GPUs free in {d.region} now; re-checking at the next tick "
+                        f"(latest start {fmt_t(j.latest_start)})",
+                        at=grid.now,
+                        job_id=j.id,
+                        region=d.region,
+                        planned_start=grid.at(1),
+                        expected_saving_g=0.0,
+                        saving_is_estimate=True,
+                        device_index=None,
+                        power_limit_w=None,
+                    )
+                )
+        return out
 
     # ---------------------------------------------------------------- fixed (non-interruptible)
     def _allowed(self, job: Job, grid: Grid, default_region: str) -> tuple[np.ndarray, bool]:
@@ -708,7 +765,7 @@ class CarbonPlanner:
                     if opts is not None and opts.size:
                         cr, cs = np.divmod(opts, n_t)
                         fits = free[cr[:, None], cs[:, None] + offsets[:dur]].min(axis=1) >= g
-                        k = int(np.argmax(fits))
+                        k = int(fits.argmax())
                         if fits[k]:
                             r, s, fitted = int(cr[k]), int(cs[k]), True
                     if not fitted:
@@ -761,15 +818,15 @@ class CarbonPlanner:
         n_t: int,
     ) -> tuple[int, int]:
         """Best start that fits the capacity left; past the latest start only if it must."""
-        rows = np.nonzero(allowed)[0]
+        rows = allowed.nonzero()[0]
         n_s = min(n_t, free.shape[1] - dur)
         blocked = free[rows, : n_s + dur] < g
         cnt = np.zeros((rows.size, n_s + dur + 1))
-        np.cumsum(blocked, axis=1, out=cnt[:, 1:])
+        blocked.cumsum(axis=1, out=cnt[:, 1:])
         feasible = (cnt[:, dur : dur + n_s] - cnt[:, :n_s]) == 0
         lim = min(ls + 1, n_s)
         c = np.where(feasible[:, :lim], sums[rows, :lim], np.inf)
-        flat = int(np.argmin(c))
+        flat = int(c.argmin())
         if np.isfinite(c.flat[flat]):
             r, st = divmod(flat, lim)
             return int(rows[r]), int(st)
@@ -1023,7 +1080,7 @@ class CarbonPlanner:
                 for b in pending:
                     s = specs[b]
                     g, ri = s.job.spec.gpus, s.region_i
-                    slots = np.nonzero(run[b])[0]
+                    slots = run[b].nonzero()[0]
                     movable = s.regions is not None and s.regions.size > 1
                     if round_i == _ROUNDS:
                         # last round: one by one against what is left, in each region it
@@ -1035,7 +1092,7 @@ class CarbonPlanner:
                             if value[b] < BIG / 2:
                                 break
                         g, ri = s.job.spec.gpus, s.region_i
-                        slots = np.nonzero(run[b])[0]
+                        slots = run[b].nonzero()[0]
                     if value[b] >= BIG / 2:
                         if movable and round_i < _ROUNDS:
                             still.append(b)  # no room here: another region, next round
@@ -1044,6 +1101,12 @@ class CarbonPlanner:
                         if s.state == 2:  # it runs on, holding its GPUs to the end
                             used[ri, : s.k] += g
                         continue
+                    if (
+                        s.state == 2
+                        and not run[b, 0]
+                        and not self._pauses(s, value[b], cont[b], ext)
+                    ):
+                        slots = np.arange(min(s.k, used.shape[1]))  # runs on, GPUs held
                     if np.any(used[ri, slots] + g > grid.capacity[ri]):
                         still.append(b)
                         continue
@@ -1062,6 +1125,15 @@ class CarbonPlanner:
                 )
             )
         return out
+
+    def _pauses(self, s: _IntJob, value: float, cont: float, ext: np.ndarray) -> bool:
+        """Whether a running job whose best plan pauses now is paused: only if that plan
+        beats the best plan that runs on (checkpoint counted) by more than the hysteresis
+        share of a slot's emissions. A job no plan fits runs on."""
+        if value >= BIG / 2:
+            return False
+        margin = self.config.suspend_margin_fraction * float(ext[s.region_i, 0]) * s.energy_kwh
+        return bool(value < cont - margin)
 
     @staticmethod
     def _region_costs(
@@ -1182,7 +1254,6 @@ class CarbonPlanner:
         grid: Grid,
         ext: np.ndarray,
     ) -> list[Decision]:
-        cfg = self.config
         job = s.job
         now = grid.now
         region = grid.regions[s.region_i]
@@ -1224,9 +1295,7 @@ class CarbonPlanner:
         if s.state == 2:
             if runs_now:
                 return []
-            # Suspend only if the best plan that pauses now beats the best plan that runs on
-            # (checkpoint counted) by more than the hysteresis share of a slot's emissions.
-            if value >= cont - cfg.suspend_margin_fraction * float(row[0]):
+            if not self._pauses(s, value, cont, ext):
                 return []
             nxt = planned[0] if planned.size else 0
             return [

@@ -48,7 +48,6 @@ def test_capacity_couples_two_jobs_like_brute_force():
     )
 
 
-
 def test_a_time_limited_oracle_reports_a_bound_below_what_it_found():
     rng = np.random.default_rng(3)
     inten = rng.uniform(50, 500, size=(3, 40))
@@ -67,6 +66,7 @@ def test_a_time_limited_oracle_reports_a_bound_below_what_it_found():
     assert cut.emissions_g >= exact.emissions_g - 1e-6
     if not cut.exact:
         assert "time limit" in cut.status.lower()
+
 
 def test_interruptible_takes_cheapest_slots_without_checkpoint_cost():
     inten = np.array([[5, 1, 9, 2, 8, 3, 7.0]])

@@ -10,14 +10,22 @@ import pytest
 
 from gridshift.scheduler.errors import ConfigError
 from gridshift.scheduler.policy.baselines import RunNow
+from gridshift.scheduler.policy.planner import CarbonPlanner, CarbonPlannerConfig
 from gridshift.scheduler.sim.engine import simulate
-from gridshift.scheduler.sim.jobs import generated_jobs, ml_jobs, nightly_jobs
+from gridshift.scheduler.sim.jobs import (
+    generated_jobs,
+    ml_jobs,
+    nightly_jobs,
+    scenario_jobs,
+    spread_home_regions,
+)
 from gridshift.scheduler.sim.suite import run_suite
 from gridshift.scheduler.sim.traces import (
     DAY_S,
     NoisyForecast,
     PastDataForecast,
     RegionTrace,
+    aligned_windows,
     make_forecast,
     region_trace,
 )
@@ -129,3 +137,29 @@ def test_the_simulator_scores_each_forecast_as_the_agent_does(kind, expected):
     cold = _Recorder()
     simulate(cold, tr, {"a": make_forecast(kind, tr["a"])}, jobs, warmup_s=0)
     assert cold.seen[0] is None
+
+
+def test_relocating_interruptible_jobs_under_shared_capacity_meets_every_deadline(shared_carbon):
+    # Five balancing areas of 2022, 48 GPUs each, Let's Wait Awhile's interruptible ML jobs
+    # allowed everywhere: the cleanest region (BPAT, hydro) cannot take them all, so plans
+    # compete for GPUs and paused jobs must find them again before their deadlines.
+    regions = ["us-ciso", "us-miso", "us-bpat", "us-soco", "us-azps"]
+    fulls = {
+        r: region_trace(shared_carbon / f"{r}_2022_eia930-hpe_hourly.csv", HOUR, r) for r in regions
+    }
+    start = max(f.origin_s for f in fulls.values()) + 8 * DAY_S
+    tr = aligned_windows(fulls, start - 8 * DAY_S, 8 + 5 + 8)
+    jobs = spread_home_regions(
+        scenario_jobs("ml-interruptible", datetime.fromtimestamp(start, UTC), 5, regions, HOUR),
+        regions,
+    )
+    res = simulate(
+        CarbonPlanner(CarbonPlannerConfig(slot_s=HOUR)),
+        tr,
+        {r: make_forecast("perfect", t) for r, t in tr.items()},
+        jobs,
+        capacity_gpus=dict.fromkeys(regions, 48),
+    )
+    assert res.missed == 0, [o.job_id for o in res.jobs if o.missed]
+    assert res.capacity_refusals == 0
+    assert {o.region for o in res.jobs} > {"us-bpat"}  # the clean region alone is too small
