@@ -131,6 +131,7 @@ def run_suite(
     horizon_s: float = 8 * 86400.0,
     with_oracle: bool = True,
     progress: bool = False,
+    oracle_time_limit_s: float = 120.0,
 ) -> SuiteResult:
     names = list(traces)
     slot_s = traces[names[0]].slot_s
@@ -158,7 +159,7 @@ def run_suite(
         caps = capacity_gpus or {}
         cap = np.array([_cap(caps.get(n)) for n in names])
         try:
-            res = oracle.solve(oracle_jobs(jobs, traces), inten, cap)
+            res = oracle.solve(oracle_jobs(jobs, traces), inten, cap, oracle_time_limit_s)
         except ValidationError as exc:  # no schedule meets every deadline (or none found)
             notes.append(f"no oracle: {exc}")
         else:
