@@ -18,9 +18,13 @@ How a job is planned:
   after the deadline cost "infinity"; a plan whose checkpoints would push
   the job past its deadline is solved again with that time held back (or the job runs
   straight through).
-- **Capacity**: jobs are committed in order of latest start (least slack first); a job whose
-  best choice would overfill a region in any slot takes its next-best option that fits.
-  Running jobs hold their GPUs until they end.
+- **Capacity**: running non-interruptible jobs hold their GPUs until they end; then
+  interruptible jobs that have started are committed (least slack first; a running one
+  holds the slots its plan runs in, a paused one claims those it will resume on); then
+  unstarted jobs, those that must start now first, then the largest (GPUs x time left).
+  A job whose best choice would overfill a region in any slot takes its next-best option
+  that fits; an interruptible one moves to a region with room. Pauses come first in the
+  decisions, and no plan starts more GPUs now than a region has (`_fit_now`).
 - **Hysteresis**: a held job keeps its planned (region, start) unless a new plan is cheaper
   by more than `hysteresis_fraction`; it is never postponed, and it starts when due. Where
   a region's forecast is read through its measured noise, held jobs there are planned
