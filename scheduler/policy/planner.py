@@ -453,6 +453,27 @@ def _has_started(job: Job) -> bool:
     return job.state in (JobState.RUNNING, JobState.SUSPENDED) or job.run_s > 0
 
 
+def _cleanest_regions(
+    regions: np.ndarray,
+    dl: int,
+    k: int,
+    gpus: int,
+    ext: np.ndarray,
+    used: np.ndarray,
+    capacity: np.ndarray | None,
+) -> list[int]:
+    """`regions` ordered by the cost of their k cheapest slots before slot dl (slot 0 only
+    when dl < k), cleanest first, counting only slots with room for `gpus` more GPUs
+    (`capacity` None: no limit); a region with fewer than k such slots is left out."""
+    if dl < k:
+        k, dl = 1, 1
+    vals = ext[regions, :dl]
+    if capacity is not None and gpus:
+        vals = np.where(used[regions, :dl] + gpus <= capacity[regions, None], vals, np.inf)
+    costs = np.sort(vals, axis=1)[:, :k].sum(axis=1)
+    return [int(regions[i]) for i in np.argsort(costs, kind="stable") if np.isfinite(costs[i])]
+
+
 @dataclass
 class _Plan:
     region_i: int
@@ -947,6 +968,13 @@ class CarbonPlanner:
         out: list[Decision] = []
         specs: list[_IntJob] = []
         failopen: list[tuple[Job, int, int]] = []
+        cap = grid.capacity if limited else None
+
+        def region_for(regions: np.ndarray, dl: int, k: int, gpus: int) -> int:
+            """Cleanest with room; where none has room, cleanest regardless of capacity."""
+            with_room = _cleanest_regions(regions, dl, k, gpus, ext, used, cap)
+            return (with_room or _cleanest_regions(regions, dl, k, 0, ext, used, None))[0]
+
         if largest_first:  # as for non-interruptible jobs (see plan())
             due = now + timedelta(seconds=slot_s)
             jobs = sorted(
@@ -977,7 +1005,7 @@ class CarbonPlanner:
                 has_fresh = bool(grid.fresh[ri])
             else:
                 cand = np.nonzero(allowed)[0]
-                ri = self._region_for(cand, dl, k, job.spec.gpus, ext, used, grid, limited)
+                ri = region_for(cand, dl, k, job.spec.gpus)
             if not has_fresh or dl < k:
                 failopen.append((job, ri, k))
                 continue
@@ -1073,10 +1101,9 @@ class CarbonPlanner:
                     batch = [specs[b] for b in pending]
                     for s in batch:  # a job not yet started may go where capacity is left
                         if s.regions is not None and s.regions.size > 1:
-                            s.region_i = self._region_for(
-                                s.regions, s.deadline_slot, s.k, s.job.spec.gpus, ext, used,
-                                grid, limited,
-                            )  # fmt: skip
+                            s.region_i = region_for(
+                                s.regions, s.deadline_slot, s.k, s.job.spec.gpus
+                            )
                     v2, r2, f2, c2 = solve_checked(batch)
                     for i, b in enumerate(pending):
                         value[b], run[b], first[b], cont[b] = v2[i], r2[i], f2[i], c2[i]
@@ -1089,7 +1116,12 @@ class CarbonPlanner:
                     if round_i == _ROUNDS:
                         # last round: one by one against what is left, in each region it
                         # may use (cleanest first) until one has room
-                        for ri in self._regions_by_cost(s, ext, used, grid, limited):
+                        tries = [s.region_i]
+                        if s.regions is not None and s.regions.size > 1:
+                            gpus, dl = s.job.spec.gpus, s.deadline_slot
+                            room = _cleanest_regions(s.regions, dl, s.k, gpus, ext, used, cap)
+                            tries = room or tries
+                        for ri in tries:
                             s.region_i = ri
                             v1, r1, f1, c1 = solve_checked([s])
                             value[b], run[b], first[b], cont[b] = v1[0], r1[0], f1[0], c1[0]
@@ -1138,60 +1170,6 @@ class CarbonPlanner:
             return False
         margin = self.config.suspend_margin_fraction * float(ext[s.region_i, 0]) * s.energy_kwh
         return bool(value < cont - margin)
-
-    @staticmethod
-    def _region_costs(
-        regions: np.ndarray,
-        dl: int,
-        k: int,
-        gpus: int,
-        ext: np.ndarray,
-        used: np.ndarray,
-        grid: Grid,
-        limited: bool,
-    ) -> np.ndarray:
-        """Cost of the k cheapest slots before slot dl in each region, counting only slots
-        with room for the job's GPUs (inf where fewer than k have room)."""
-        if dl < k:
-            vals = ext[regions, :1]
-            k, dl = 1, 1
-        else:
-            vals = ext[regions, :dl]
-        if limited and gpus:
-            room = used[regions, :dl] + gpus <= grid.capacity[regions, None]
-            vals = np.where(room, vals, np.inf)
-        out: np.ndarray = np.sort(vals, axis=1)[:, :k].sum(axis=1)
-        return out
-
-    def _region_for(
-        self,
-        regions: np.ndarray,
-        dl: int,
-        k: int,
-        gpus: int,
-        ext: np.ndarray,
-        used: np.ndarray,
-        grid: Grid,
-        limited: bool,
-    ) -> int:
-        """The allowed region whose cleanest slots with room are cheapest; where none has
-        room, the cleanest regardless of capacity."""
-        costs = self._region_costs(regions, dl, k, gpus, ext, used, grid, limited)
-        if not np.isfinite(costs).any():
-            costs = self._region_costs(regions, dl, k, 0, ext, used, grid, False)
-        return int(regions[int(np.argmin(costs))])
-
-    def _regions_by_cost(
-        self, s: _IntJob, ext: np.ndarray, used: np.ndarray, grid: Grid, limited: bool
-    ) -> list[int]:
-        """The regions an unplaced job may still use, those with room first, cleanest first."""
-        if s.regions is None or s.regions.size < 2:
-            return [s.region_i]
-        costs = self._region_costs(
-            s.regions, s.deadline_slot, s.k, s.job.spec.gpus, ext, used, grid, limited
-        )
-        order = np.argsort(costs, kind="stable")
-        return [int(s.regions[i]) for i in order if np.isfinite(costs[i])] or [s.region_i]
 
     @staticmethod
     def _deadline_short(specs: list[_IntJob], run: np.ndarray) -> list[int]:
