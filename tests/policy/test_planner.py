@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gridshift.scheduler.interfaces import Planner
-from gridshift.scheduler.models import Action, JobState
+from gridshift.scheduler.models import Action, Decision, JobState
+from gridshift.scheduler.policy import planner as planner_module
 from gridshift.scheduler.policy.baselines import RunNow
 from gridshift.scheduler.policy.planner import CarbonPlanner, CarbonPlannerConfig, denoise_rows
 from gridshift.scheduler.sim.engine import simulate
@@ -126,6 +127,37 @@ def test_the_clean_region_goes_to_the_job_for_which_it_matters_most():
     big = job("big", 10, 12, gpus=4, regions=["a", "b"])
     ds = by_job(plan([small, big], regions, capacity={"a": 4, "b": 8}))
     assert ds["big"][-1].region == "a" and ds["small"][-1].region == "b", ds
+
+
+@pytest.mark.parametrize("chunk", [2, 5, 256])
+def test_interruptible_plans_committed_in_chunks_share_the_gpus(chunk, monkeypatch):
+    # More interruptible jobs than one chunk, all wanting the same clean hours of two regions
+    # with 8 GPUs each: whatever the chunk size, every deadline is met and no slot overfills.
+    monkeypatch.setattr(planner_module, "_CHUNK", chunk)
+    n = WARMUP_H + 48
+    tr, fc = traces({"a": _smooth_trace((300, 150, 0), n), "b": _smooth_trace((320, 150, 2), n)})
+    jobs = _jobs([(i % 4, 2 + i % 3, 8 + i % 5, [1, 2, 4][i % 3], True, 2) for i in range(12)])
+    res = simulate(CarbonPlanner(CFG_DEFAULT), tr, fc, jobs, capacity_gpus={"a": 8, "b": 8})
+    assert res.capacity_refusals == 0 and res.missed == 0
+    use = np.zeros((2, n))
+    for o in res.jobs:
+        for r, t in o.run_slots:
+            use[["a", "b"].index(r), t] += next(j.spec.gpus for j in jobs if j.id == o.job_id)
+    assert use.max() <= 8
+
+
+def test_decisions_are_whole_models():
+    # The planner builds its decisions without validation: they must still be what
+    # validation would build, compare, copy and serialise.
+    regions = {"a": signal("a", [300, 100, 100, 300]), "b": signal("b", [200] * 4)}
+    jobs = [job("j", 1, 4, regions=["a", "b"]), job("k", 2, 4, interruptible=True)]
+    ds = plan(jobs, regions)
+    assert ds
+    for d in ds:
+        again = Decision.model_validate(d.model_dump())
+        assert again == d and d.model_fields_set == set(Decision.model_fields)
+        assert Decision.model_validate_json(d.model_dump_json()) == d
+        assert d.model_copy(update={"reason": "x"}).reason == "x"
 
 
 def test_hysteresis_keeps_a_held_plan_for_a_small_gain():
