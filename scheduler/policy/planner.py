@@ -336,6 +336,7 @@ class _IntJob:
     energy_kwh: float  # per slot
     region_i: int
     deadline_full: int = 0  # deadline slot before any reserve for checkpoints
+    held_back: bool = False  # a slot before the deadline is held back (GPUs are shared)
     # regions it may be placed in (None once started: a started job stays where it is)
     regions: np.ndarray | None = None
 
@@ -455,6 +456,11 @@ def solve_interruptible(
 
 # --------------------------------------------------------------------------------------------
 # The planner
+
+
+def _runs(run: np.ndarray) -> int:
+    """How many separate runs a plan's row of slots (True: running) makes."""
+    return int(np.count_nonzero(np.diff(run.astype(np.int8), prepend=0) == 1))
 
 
 def _has_started(job: Job) -> bool:
@@ -1019,6 +1025,7 @@ class CarbonPlanner:
             if not has_fresh or dl < k:
                 failopen.append((job, ri, k))
                 continue
+            dl_given = dl
             if limited and job.spec.gpus and dl > k and np.isfinite(grid.capacity[ri]):
                 # Where GPUs are shared, a plan ends a slot before the deadline: a paused job
                 # that must wait for GPUs another job holds still finishes in time.
@@ -1035,6 +1042,7 @@ class CarbonPlanner:
                     overhead_frac=ov_s / slot_s,
                     work_slots=work_s / slot_s,
                     deadline_full=dl,
+                    held_back=dl < dl_given,
                     energy_kwh=expected_power_w(job) * slot_s / 3.6e6,
                     region_i=ri,
                     regions=None if state in (1, 2) else cand,
@@ -1051,7 +1059,7 @@ class CarbonPlanner:
             out.extend(self._run_now(job, grid, ri))
         if not specs:
             return out
-        horizon = max(s.deadline_slot for s in specs)
+        horizon = max(s.deadline_slot + s.held_back for s in specs)
         wait_frac = cfg.interruptible_wait_cost_fraction
 
         def costs(batch: list[_IntJob], width: int = horizon) -> np.ndarray:
@@ -1106,6 +1114,22 @@ class CarbonPlanner:
         def solve_into(idx: list[int]) -> None:
             v, r, f, c = solve_checked([specs[b] for b in idx])
             value[idx], run[idx], first[idx], cont[idx] = v, r, f, c
+            # A job not yet started that no plan fits with the slot held back may still
+            # take a plan that uses that slot but never pauses (it holds its GPUs once
+            # started, so it has no resume to wait for).
+            late = [
+                b for b in idx if value[b] >= BIG / 2 and specs[b].state == 0 and specs[b].held_back
+            ]
+            if late:
+                for b in late:
+                    specs[b].deadline_slot += 1
+                    specs[b].deadline_full += 1
+                v, r, f, c = solve_checked([specs[b] for b in late])
+                for n, b in enumerate(late):
+                    specs[b].deadline_slot -= 1
+                    specs[b].deadline_full -= 1
+                    if v[n] < BIG / 2 and _runs(r[n]) == 1:
+                        value[b], run[b], first[b], cont[b] = v[n], r[n], f[n], c[n]
 
         def commit(b: int, round_i: int) -> bool:
             """Take the GPUs job b's plan uses; False if it does not fit (yet)."""
@@ -1197,8 +1221,8 @@ class CarbonPlanner:
         """Slots by which each plan overruns its deadline once its checkpoints are paid."""
         out = []
         for b, s in enumerate(specs):
-            r = run[b].astype(int)
-            starts = int(np.sum(np.diff(np.concatenate([[0], r])) == 1))
+            r = run[b]
+            starts = _runs(r)
             free = 1 if (s.state in (0, 1) or (s.state == 2 and r.size and r[0])) else 0
             need = s.work_slots + s.overhead_frac * max(0, starts - free)
             last = int(np.nonzero(r)[0][-1]) + 1 if r.any() else 0
@@ -1267,7 +1291,7 @@ class CarbonPlanner:
         runs_now = bool(run[0]) if run.size else True
         mk = _decision
         planned = np.nonzero(run)[0]
-        n_seg = int(np.sum(np.diff(np.concatenate([[0], run.astype(int)])) == 1))
+        n_seg = _runs(run)
         mean = float(ext[s.region_i, planned].mean()) if planned.size else float(ext[s.region_i, 0])
         now_i = float(ext[s.region_i, 0])
         desc = (

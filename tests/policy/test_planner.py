@@ -103,6 +103,18 @@ def test_an_interruptible_job_goes_where_there_is_room_when_the_cleanest_region_
     assert ds[-1].action == Action.START and ds[-1].region == "b", ds
 
 
+def test_a_job_not_started_may_use_the_slot_held_back_if_its_plan_never_pauses():
+    # GPUs are shared, so an interruptible plan ends a slot before the deadline (a paused
+    # job may wait to get its GPUs back). A plan that waits, then runs to the end without a
+    # pause has nothing to wait for: the clean region, free from hour 2, takes the job.
+    regions = {"a": signal("a", [100] * 8), "b": signal("b", [300] * 8)}
+    busy = job("busy", 2, 8, state=JobState.RUNNING, run_s=1.0)  # holds a's GPU 2 h
+    j = job("j", 3, 5, interruptible=True, regions=["a", "b"], min_run_s=HOUR)
+    [d] = by_job(plan([busy, j], regions, capacity={"a": 1, "b": 1}))["j"]
+    assert d.action == Action.HOLD and d.region == "a", d
+    assert d.planned_start == T0 + timedelta(hours=2)
+
+
 def test_a_paused_job_keeps_the_gpus_it_will_resume_on():
     # One GPU; the paused job needs the clean hours 2-3 to finish by hour 5 (a slot held
     # back as GPUs are shared); a new job with more slack wants the same hours.
