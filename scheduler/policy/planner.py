@@ -617,8 +617,8 @@ class CarbonPlanner:
     @staticmethod
     def _fit_now(decisions: list[Decision], jobs: list[Job], grid: Grid) -> list[Decision]:
         """The last check: the GPUs in use now, after this plan's pauses and starts, fit
-        every region. Where they would not (a running job that no plan fits runs on), the
-        starts with the most slack wait for the next tick."""
+        every region. Where they would not (a running job that no plan fits runs on), starts
+        are kept least slack first while they fit; the others wait for the next tick."""
         by_id = {j.id: j for j in jobs}
         busy = np.zeros(len(grid.regions))
         for j in jobs:
@@ -633,18 +633,20 @@ class CarbonPlanner:
                 busy[grid.index[dj.region]] -= dj.spec.gpus
             elif d.action in (Action.START, Action.RESUME) and dj.spec.gpus:
                 starts.append((d, dj))
+        total = busy.copy()
         for d, j in starts:
-            busy[grid.index.get(d.region or j.region or "", 0)] += j.spec.gpus
-        over = busy > grid.capacity
-        if not over.any():
+            total[grid.index.get(d.region or j.region or "", 0)] += j.spec.gpus
+        if not (total > grid.capacity).any():
             return decisions
+        # the least slack first, each where it still fits (a small start may fit where a
+        # larger one with less slack did not)
         dropped: set[int] = set()
-        for d, j in sorted(starts, key=lambda dj: dj[1].latest_start, reverse=True):
+        for d, j in sorted(starts, key=lambda dj: dj[1].latest_start):
             ri = grid.index.get(d.region or j.region or "", 0)
-            if over[ri]:
+            if busy[ri] + j.spec.gpus > grid.capacity[ri]:
                 dropped.add(id(d))
-                busy[ri] -= j.spec.gpus
-                over[ri] = busy[ri] > grid.capacity[ri]
+            else:
+                busy[ri] += j.spec.gpus
         out = []
         for d in decisions:
             if id(d) not in dropped:

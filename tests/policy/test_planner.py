@@ -13,7 +13,12 @@ from gridshift.scheduler.interfaces import Planner
 from gridshift.scheduler.models import Action, Decision, JobState
 from gridshift.scheduler.policy import planner as planner_module
 from gridshift.scheduler.policy.baselines import RunNow
-from gridshift.scheduler.policy.planner import CarbonPlanner, CarbonPlannerConfig, denoise_rows
+from gridshift.scheduler.policy.planner import (
+    CarbonPlanner,
+    CarbonPlannerConfig,
+    build_grid,
+    denoise_rows,
+)
 from gridshift.scheduler.sim.engine import simulate
 
 from .helpers import HOUR, T0, job, signal, snapshot, traces
@@ -113,6 +118,23 @@ def test_a_job_not_started_may_use_the_slot_held_back_if_its_plan_never_pauses()
     [d] = by_job(plan([busy, j], regions, capacity={"a": 1, "b": 1}))["j"]
     assert d.action == Action.HOLD and d.region == "a", d
     assert d.planned_start == T0 + timedelta(hours=2)
+
+
+def test_the_last_check_keeps_the_starts_that_fit_least_slack_first():
+    # A running job holds 3 of region a's 4 GPUs. Of two resumes planned, the one with less
+    # slack needs 4 GPUs and cannot go; the other, 1 GPU, still fits and goes.
+    regions = {"a": signal("a", [100] * 8)}
+    hog = job("hog", 8, 8, gpus=3, interruptible=True, state=JobState.RUNNING, run_s=1.0)
+    big = job("big", 2, 2.5, gpus=4, interruptible=True, state=JobState.SUSPENDED, run_s=1.0)
+    small = job("small", 2, 4, gpus=1, interruptible=True, state=JobState.SUSPENDED, run_s=1.0)
+    snap = snapshot([hog, big, small], regions, capacity={"a": 4})
+    grid = build_grid(snap, HOUR, 8)
+    resumes = [
+        Decision(action=Action.RESUME, reason="r", at=T0, job_id=j.id, region="a")
+        for j in (big, small)
+    ]
+    kept = CarbonPlanner._fit_now(resumes, snap.jobs, grid)
+    assert [d.job_id for d in kept] == ["small"]
 
 
 def test_a_paused_job_keeps_the_gpus_it_will_resume_on():
