@@ -1053,7 +1053,10 @@ class CarbonPlanner:
         for job, ri, k in failopen:
             g = job.spec.gpus
             if limited and g and job.state != JobState.RUNNING:
-                if np.any(used[ri, :k] + g > grid.capacity[ri]):
+                # a paused job resumes while its GPUs are free now, even if they are not
+                # free to the end: waiting can only make it later
+                short = used[ri, :1] if job.state == JobState.SUSPENDED else used[ri, :k]
+                if np.any(short + g > grid.capacity[ri]):
                     if job.state != JobState.SUSPENDED:
                         out.append(self._no_capacity(job, grid, ri))
                     continue
@@ -1133,6 +1136,21 @@ class CarbonPlanner:
                     if v[n] < BIG / 2 and _runs(r[n]) == 1:
                         value[b], run[b], first[b], cont[b] = v[n], r[n], f[n], c[n]
 
+        def no_plan(b: int) -> None:
+            """No plan fits the GPUs left before job b's deadline. A running job runs on,
+            holding its GPUs; a paused one resumes if its GPUs are free now (waiting for a
+            plan can only make it later); a job not started is not planned."""
+            s = specs[b]
+            g, ri, k = s.job.spec.gpus, s.region_i, s.k
+            resume = s.state == 1 and used[ri, 0] + g <= grid.capacity[ri]
+            run[b], value[b] = False, BIG
+            if s.state == 2 or resume:
+                used[ri, :k] += g
+            if resume:
+                run[b, : min(k, horizon)] = True
+                value[b] = cont[b] = float(ext[ri, :k].sum()) * s.energy_kwh
+                first[b] = 0
+
         def commit(b: int, round_i: int) -> bool:
             """Take the GPUs job b's plan uses; False if it does not fit (yet)."""
             s = specs[b]
@@ -1157,9 +1175,7 @@ class CarbonPlanner:
             if value[b] >= BIG / 2:
                 if movable and round_i < _ROUNDS:
                     return False  # no room here: another region, next round
-                run[b] = False  # no capacity before the deadline: not planned
-                if s.state == 2:  # it runs on, holding its GPUs to the end
-                    used[ri, : s.k] += g
+                no_plan(b)
                 return True
             if s.state == 2 and not run[b, 0] and not self._pauses(s, value[b], cont[b], ext):
                 slots = np.arange(min(s.k, used.shape[1]))  # runs on, GPUs held
@@ -1196,11 +1212,7 @@ class CarbonPlanner:
                     solve_into(pending)
                 pending = [b for b in pending if not commit(b, round_i)]
             for b in pending:  # still no room after every round
-                s = specs[b]
-                if s.state == 2:  # it runs on, holding its GPUs to the end
-                    used[s.region_i, : s.k] += s.job.spec.gpus
-                else:
-                    run[b], value[b] = False, BIG
+                no_plan(b)
         for b, s in enumerate(specs):
             out.extend(
                 self._flex_decisions(

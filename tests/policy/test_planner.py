@@ -137,6 +137,25 @@ def test_the_last_check_keeps_the_starts_that_fit_least_slack_first():
     assert [d.job_id for d in kept] == ["small"]
 
 
+def test_a_paused_job_that_no_plan_fits_resumes_while_its_gpus_are_free():
+    # Two GPUs. "first" (less slack) will resume on both in hours 1-4; "late" then has no
+    # two hours with a GPU free before its deadline, but one is free now: it resumes at
+    # once rather than wait paused for a plan that cannot come.
+    values = [1000, 100, 100, 100, 100, 100]
+    first = job(
+        "first", 4, 6, gpus=2, interruptible=True, state=JobState.SUSPENDED, run_s=60.0,
+        checkpoint_cost_s=60, min_run_s=HOUR,
+    )  # fmt: skip
+    late = job(
+        "late", 2, 6, gpus=1, interruptible=True, state=JobState.SUSPENDED, run_s=60.0,
+        checkpoint_cost_s=60, min_run_s=HOUR,
+    )  # fmt: skip
+    ds = by_job(plan([first, late], {"a": signal("a", values)}, capacity={"a": 2}))
+    assert "first" not in ds  # stays paused until hour 1
+    [d] = ds["late"]
+    assert d.action == Action.RESUME, d
+
+
 def test_a_paused_job_keeps_the_gpus_it_will_resume_on():
     # One GPU; the paused job needs the clean hours 2-3 to finish by hour 5 (a slot held
     # back as GPUs are shared); a new job with more slack wants the same hours.
