@@ -23,8 +23,10 @@ How a job is planned:
   holds the slots its plan runs in, a paused one claims those it will resume on); then
   unstarted jobs, those that must start now first, then the largest (GPUs x time left).
   A job whose best choice would overfill a region in any slot takes its next-best option
-  that fits; an interruptible one moves to a region with room. Pauses come first in the
-  decisions, and no plan starts more GPUs now than a region has (`_fit_now`).
+  that fits; an interruptible one moves to a region with room (its plan ends a slot before
+  the deadline, unless it never pauses). A running job that no plan fits runs on; a paused
+  one resumes while its GPUs are free. Pauses come first in the decisions, and no plan
+  starts more GPUs now than a region has (`_fit_now`: starts kept least slack first).
 - **Hysteresis**: a held job keeps its planned (region, start) unless a new plan is cheaper
   by more than `hysteresis_fraction`; it is never postponed, and it starts when due. Where
   a region's forecast is read through its measured noise, held jobs there are planned
