@@ -1235,17 +1235,21 @@ class CarbonPlanner:
     @staticmethod
     def _deadline_short(specs: list[_IntJob], run: np.ndarray) -> list[int]:
         """Slots by which each plan overruns its deadline once its checkpoints are paid."""
-        out = []
-        for b, s in enumerate(specs):
-            r = run[b]
-            starts = _runs(r)
-            free = 1 if (s.state in (0, 1) or (s.state == 2 and r.size and r[0])) else 0
-            need = s.work_slots + s.overhead_frac * max(0, starts - free)
-            last = int(np.nonzero(r)[0][-1]) + 1 if r.any() else 0
-            over = need - s.k
-            late = last + math.ceil(over - _EPS) - s.deadline_full if over > _EPS else 0
-            out.append(max(0, late))
-        return out
+        if not specs:
+            return []
+        run = run.astype(bool, copy=False)
+        starts = run[:, 0] + np.count_nonzero(run[:, 1:] & ~run[:, :-1], axis=1)
+        state = np.array([s.state for s in specs])
+        # the first run costs no checkpoint unless the job is running and pauses first
+        free = (state != 2) | run[:, 0]
+        work = np.array([s.work_slots for s in specs])
+        overhead = np.array([s.overhead_frac for s in specs])
+        k = np.array([s.k for s in specs])
+        deadline = np.array([s.deadline_full for s in specs])
+        over = work + overhead * np.maximum(0, starts - free) - k
+        last = np.where(run.any(axis=1), run.shape[1] - np.argmax(run[:, ::-1], axis=1), 0)
+        late = np.where(over > _EPS, last + np.ceil(over - _EPS) - deadline, 0)
+        return np.maximum(0, late).astype(int).tolist()
 
     @staticmethod
     def _no_capacity(job: Job, grid: Grid, ri: int) -> Decision:
