@@ -27,8 +27,10 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -285,22 +287,27 @@ def _snapshot(n_jobs: int, n_regions: int, n_slots: int, seed: int = 0) -> Snaps
     return Snapshot(now=now, jobs=jobs, regions=regions, default_region="r0", capacity_gpus=cap)
 
 
+T = TypeVar("T")
+
+
+def _timed(repeat: int, fn: Callable[[], T]) -> tuple[list[float], T]:
+    """Seconds each of `repeat` calls took, after one warm-up call, and the last result."""
+    out = fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return times, out
+
+
 def bench_speed(repeat: int) -> None:
     n_jobs, n_r, n_t = 10_000, 10, 96
     snap = _snapshot(n_jobs, n_r, n_t)
     planner = CarbonPlanner(CarbonPlannerConfig(slot_s=1800))
-    planner.plan(snap)  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        decisions = planner.plan(snap)
-        times.append(time.perf_counter() - t0)
+    times, decisions = _timed(repeat, lambda: planner.plan(snap))
     arr = np.random.default_rng(0).random((n_jobs, n_r, n_t))
-    reads = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        float(arr.sum())
-        reads.append(time.perf_counter() - t0)
+    reads, _ = _timed(5, lambda: float(arr.sum()))
     held = sum(1 for d in decisions if d.action.value == "hold")
     inter = sum(1 for j in snap.jobs if j.spec.interruptible)
     print(
@@ -334,12 +341,7 @@ def bench_speed(repeat: int) -> None:
                     for p in sig.forecast.points
                 ],
             )
-        planner.plan(small)  # warm-up
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            again = planner.plan(small)
-            times.append(time.perf_counter() - t0)
+        times, again = _timed(repeat, lambda: planner.plan(small))  # noqa: B023 (called here)
         moved = sum(
             1
             for d in again
