@@ -598,9 +598,25 @@ class CarbonPlanner:
         started = [j for j in flexible if _has_started(j)]
         if started:
             decisions.extend(self._plan_flexible(started, grid, ext, used, limited, n_t, snapshot))
+        before = used.copy() if limited else used
         plans = self._plan_fixed(
             fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_measured
         )
+        # those that must start now come first in `fixed`
+        n_due = next((i for i, j in enumerate(fixed) if order(j)[0]), len(fixed))
+        if limited and any(
+            p.start < 0 or (p.latest_start and grid.at(p.start) > p.latest_start)
+            for p in plans[:n_due]
+        ):
+            # GPUs are short: a job that must start now cannot. Those that must start now
+            # are then placed smallest first, so as many as fit meet their deadline.
+            fixed[:n_due] = sorted(
+                fixed[:n_due], key=lambda j: (-j.spec.priority, j.spec.gpus * j.remaining_s)
+            )
+            used[:] = before
+            plans = self._plan_fixed(
+                fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_measured
+            )
         for job, plan in zip(fixed, plans, strict=True):
             decisions.extend(self._fixed_decisions(job, plan, grid, ext))
         fresh = [j for j in flexible if not _has_started(j)]

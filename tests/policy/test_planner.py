@@ -156,6 +156,16 @@ def test_a_paused_job_that_no_plan_fits_resumes_while_its_gpus_are_free():
     assert d.action == Action.RESUME, d
 
 
+def test_when_gpus_are_short_the_jobs_due_now_go_smallest_first():
+    # Four GPUs, three jobs that must all start now: the two small ones fit together and
+    # meet their deadlines, rather than the big one alone.
+    regions = {"a": signal("a", [100] * 4)}
+    jobs = [job("big", 2, 2, gpus=4), job("s1", 2, 2, gpus=2), job("s2", 2, 2, gpus=2)]
+    ds = by_job(plan(jobs, regions, capacity={"a": 4}))
+    assert ds["s1"][-1].action == ds["s2"][-1].action == Action.START
+    assert ds["big"][-1].action == Action.HOLD and "no capacity" in ds["big"][-1].reason
+
+
 def test_a_paused_job_keeps_the_gpus_it_will_resume_on():
     # One GPU; the paused job needs the clean hours 2-3 to finish by hour 5 (a slot held
     # back as GPUs are shared); a new job with more slack wants the same hours.
