@@ -20,6 +20,7 @@ from gridshift.scheduler.policy.planner import (
     denoise_rows,
 )
 from gridshift.scheduler.sim.engine import simulate
+from gridshift.scheduler.sim.traces import NoisyForecast
 
 from .helpers import HOUR, T0, job, signal, snapshot, traces
 
@@ -403,6 +404,29 @@ def test_deadlines_met_capacity_respected_never_worse_than_run_now(specs, shape_
             for o, r in zip(res.jobs, ref.jobs, strict=True):
                 assert o.job_id == r.job_id
                 assert o.emissions_g <= r.emissions_g * (1 + 1e-9) + 1e-9, (o, r)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    specs=st.lists(job_strategy, min_size=1, max_size=16),
+    shape_a=st.tuples(st.floats(100, 500), st.floats(0, 200), st.floats(0, 6)),
+    shape_b=st.tuples(st.floats(100, 500), st.floats(0, 200), st.floats(0, 6)),
+    seed=st.integers(0, 1000),
+)
+def test_with_a_noisy_forecast_gpus_that_fit_every_job_meet_every_deadline(
+    specs, shape_a, shape_b, seed
+):
+    # 20 % noise: plans change from tick to tick, jobs pause and resume on estimates that
+    # prove wrong; with GPUs enough for every job at once, none may miss its deadline and
+    # no slot may be overfilled.
+    n = WARMUP_H + 48
+    tr, _ = traces({"a": _smooth_trace(shape_a, n), "b": _smooth_trace(shape_b, n)})
+    fc = {r: NoisyForecast(t, 0.2, seed=seed) for r, t in tr.items()}
+    jobs = _jobs(specs)
+    cap = sum(j.spec.gpus for j in jobs)
+    res = simulate(CarbonPlanner(CFG_DEFAULT), tr, fc, jobs, capacity_gpus={"a": cap, "b": cap})
+    assert res.capacity_refusals == 0
+    assert res.missed == 0, [o for o in res.jobs if o.missed]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
