@@ -339,6 +339,7 @@ class _IntJob:
     region_i: int
     deadline_full: int = 0  # deadline slot before any reserve for checkpoints
     held_back: bool = False  # a slot before the deadline is held back (GPUs are shared)
+    why_now: str = ""  # why it runs now, where no plan chose it
     # regions it may be placed in (None once started: a started job stays where it is)
     regions: np.ndarray | None = None
 
@@ -1168,6 +1169,9 @@ class CarbonPlanner:
                 run[b, : min(k, horizon)] = True
                 value[b] = cont[b] = float(ext[ri, :k].sum()) * s.energy_kwh
                 first[b] = 0
+                s.why_now = (
+                    "no plan fits the GPUs left before the deadline: resuming while GPUs are free"
+                )
 
         def commit(b: int, round_i: int) -> bool:
             """Take the GPUs job b's plan uses; False if it does not fit (yet)."""
@@ -1376,7 +1380,7 @@ class CarbonPlanner:
             return [
                 mk(
                     action=action,
-                    reason=f"running now: {desc}",
+                    reason=f"{s.why_now or 'running now'}: {desc}",
                     planned_start=None,
                     expected_saving_g=max(0.0, saving),
                     **base,
