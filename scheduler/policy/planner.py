@@ -466,6 +466,15 @@ def _runs(run: np.ndarray) -> int:
     return int(np.count_nonzero(np.diff(run.astype(np.int8), prepend=0) == 1))
 
 
+def _placement_order(job: Job, due_s: float) -> tuple[bool, int, float, float]:
+    """Sort key of jobs not started: those that must start by `due_s` first, then by
+    priority, then the largest (GPUs x time left): big jobs are the hard ones to fit, and
+    the ones whose region matters most."""
+    left = job.remaining_s
+    latest = job.deadline.timestamp() - left
+    return (latest > due_s, -job.spec.priority, -job.spec.gpus * left, latest)
+
+
 def _has_started(job: Job) -> bool:
     """Running, paused, or queued again after a checkpoint."""
     return job.state in (JobState.RUNNING, JobState.SUSPENDED) or job.run_s > 0
@@ -584,16 +593,8 @@ class CarbonPlanner:
             elif job.state in (JobState.PENDING, JobState.HELD):
                 fixed.append(job)
             # running/suspended non-interruptible jobs are never touched
-        # Capacity goes first to jobs that must start now, then to the largest (GPUs x time
-        # left): big jobs are the hard ones to fit, and the ones whose region matters most.
         due_s = now.timestamp() + slot_s
-
-        def order(j: Job) -> tuple[bool, int, float, float]:
-            left = j.remaining_s
-            latest = j.deadline.timestamp() - left
-            return (latest > due_s, -j.spec.priority, -j.spec.gpus * left, latest)
-
-        fixed.sort(key=order)
+        fixed.sort(key=lambda j: _placement_order(j, due_s))
         # Interruptible jobs that have started (running or paused) are planned first, so
         # the capacity a paused job will resume on is not given to jobs not yet started.
         started = [j for j in flexible if _has_started(j)]
@@ -604,7 +605,7 @@ class CarbonPlanner:
             fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_measured
         )
         # those that must start now come first in `fixed`
-        n_due = next((i for i, j in enumerate(fixed) if order(j)[0]), len(fixed))
+        n_due = next((i for i, j in enumerate(fixed) if _placement_order(j, due_s)[0]), len(fixed))
         if limited and any(
             p.start < 0 or (p.latest_start and grid.at(p.start) > p.latest_start)
             for p in plans[:n_due]
@@ -1012,17 +1013,9 @@ class CarbonPlanner:
             with_room = _cleanest_regions(regions, dl, k, gpus, ext, used, cap)
             return (with_room or _cleanest_regions(regions, dl, k, 0, ext, used, None))[0]
 
-        if largest_first:  # as for non-interruptible jobs (see plan())
-            due = now + timedelta(seconds=slot_s)
-            jobs = sorted(
-                jobs,
-                key=lambda j: (
-                    j.latest_start > due,
-                    -j.spec.priority,
-                    -j.spec.gpus * j.remaining_s,
-                    j.latest_start,
-                ),
-            )
+        if largest_first:  # as for non-interruptible jobs
+            due_s = now.timestamp() + slot_s
+            jobs = sorted(jobs, key=lambda j: _placement_order(j, due_s))
         else:  # least slack first
             jobs = sorted(jobs, key=lambda j: (j.latest_start, -j.spec.priority))
         for job in jobs:
