@@ -13,12 +13,17 @@ Solved exactly as a mixed-integer programme with scipy's HiGHS (`scipy.optimize.
 
 Jobs that cannot compete for capacity (no region can ever be full) are solved one by one,
 which is exact and much faster; otherwise one programme couples them all.
+
+`solve_online` is the same programme solved again at every release with only the jobs
+released so far: the best that exact planning reaches knowing the intensity perfectly but
+not the jobs to come, the reference for a planner that sees jobs as they arrive.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -42,6 +47,10 @@ class OracleJob:
     regions: list[int]
     interruptible: bool = False
     overhead: float = 0.0  # checkpoint cost, in slots
+    # interruptible, already started: every start pays the checkpoint (none is the first)
+    resumes: bool = False
+    # interruptible, ran in the slot before its release: running on is not a start
+    running: bool = False
 
 
 @dataclass
@@ -155,7 +164,8 @@ def _add_job(m: _Model, job: OracleJob, inten: np.ndarray, occupancy: dict) -> l
             coefs = {u: 1.0, y: -1.0}
             if prev_y is not None:
                 coefs[prev_y] = 1.0
-            m.row(coefs, 0.0, np.inf)  # u >= y[t] - y[t-1]
+            if prev_y is not None or not job.running:  # y[release - 1] = 1 when running
+                m.row(coefs, 0.0, np.inf)  # u >= y[t] - y[t-1]
             # A slot is used in part only when the job finishes in it, as jobs run on a
             # slot clock: no slot after a partly used one.
             m.row({f: 1.0, w: -1.0}, 0.0, np.inf)  # f[t] >= w[t] (f <= 1 by its bound)
@@ -170,12 +180,15 @@ def _add_job(m: _Model, job: OracleJob, inten: np.ndarray, occupancy: dict) -> l
             prev_f = f
     m.row(dict.fromkeys(zs.values(), 1.0), 1.0, 1.0)
     m.row(partial, 0.0, 1.0)  # at most one partly used slot (the last one)
-    m.row(dict(starts), 1.0, np.inf)  # it starts at least once
-    # sum x - overhead * sum u = work - overhead (the first start is free)
+    if not job.resumes:
+        m.row(dict(starts), 1.0, np.inf)  # it starts at least once
+    # sum x - overhead * sum u = work - overhead (the first start is free, unless the job
+    # has started before)
     coefs = dict(total_x)
     for u in starts:
         coefs[u] = -job.overhead
-    m.row(coefs, job.duration - job.overhead, job.duration - job.overhead)
+    free_start = 0.0 if job.resumes else job.overhead
+    m.row(coefs, job.duration - free_start, job.duration - free_start)
     if dl - job.release < job.duration - _EPS:
         raise ValidationError(
             f"interruptible job {job.job_id} needs {job.duration:.2f} slots but has "
@@ -259,4 +272,101 @@ def solve(
         exact=exact,
         schedule=schedule,
         bound_g=bound_g,
+    )
+
+
+def solve_online(
+    jobs: list[OracleJob],
+    intensity: np.ndarray,
+    capacity: np.ndarray | None = None,
+    time_limit_s: float = 60.0,
+) -> OracleResult:
+    """The online optimum: what exact planning reaches knowing the intensity perfectly but
+    not the jobs to come. At every release the least-emission schedule of the jobs released
+    so far is solved exactly, with what has already run kept (a started job stays in its
+    region, a non-interruptible one runs to its end, a paused one pays its checkpoint to
+    resume), and carried out until the next release.
+
+    The offline oracle's lead over it is what knowing the future jobs is worth. `exact` is
+    true when every solve was; `bound_g` is not a bound here (nan)."""
+    inten = np.atleast_2d(np.asarray(intensity, dtype=float))
+    releases = sorted({j.release for j in jobs})
+    work = {j.job_id: j.duration for j in jobs}  # interruptible: work left, in slots
+    ends: dict[str, float] = {}  # non-interruptible, started: the slot time it ends
+    region: dict[str, int] = {}  # where a started job runs
+    running: set[str] = set()  # interruptible jobs that ran in the slot before
+    per_job = dict.fromkeys(work, 0.0)
+    schedule: dict[str, list[tuple[int, int, float]]] = {j.job_id: [] for j in jobs}
+    exact = True
+    for k, t in enumerate(releases):
+        until = releases[k + 1] if k + 1 < len(releases) else math.inf
+        known: list[OracleJob] = []
+        for j in jobs:
+            jid = j.job_id
+            if j.release > t or work[jid] <= _EPS or ends.get(jid, math.inf) <= t:
+                continue
+            if jid not in region:
+                known.append(replace(j, release=t))
+            elif not j.interruptible:  # runs on to its end: only its GPUs matter
+                known.append(
+                    replace(
+                        j,
+                        release=t,
+                        duration=ends[jid] - t,
+                        deadline=ends[jid],
+                        regions=[region[jid]],
+                    )
+                )
+            else:
+                known.append(
+                    replace(
+                        j,
+                        release=t,
+                        duration=work[jid],
+                        regions=[region[jid]],
+                        resumes=True,
+                        running=jid in running,
+                    )
+                )
+        try:
+            res = solve(known, inten, capacity, time_limit_s)
+        except ValidationError as exc:  # what started earlier leaves no room for a deadline
+            msg = f"the online optimum has no schedule at slot {t}: {exc}"
+            raise ValidationError(msg) from None
+        exact = exact and res.exact
+        if math.isnan(res.emissions_g):
+            raise ValidationError(
+                f"the online optimum found no schedule at slot {t} within {time_limit_s:g} s"
+            )
+        for j in known:
+            jid = j.job_id
+            if not j.interruptible:
+                r, s, d = res.schedule[jid][0]
+                if jid not in region and s < until:  # started: it runs to its end
+                    region[jid], ends[jid] = r, s + d
+                    per_job[jid] = j.energy_kwh_per_slot * _window_cost(inten[r], s, d)
+                    schedule[jid] = [(r, s, d)]
+                continue
+            parts = sorted((s, r, x) for r, s, x in res.schedule[jid] if s < until)
+            if not parts:
+                running.discard(jid)
+                continue
+            runs = 1 + sum(b[0] > a[0] + 1 for a, b in itertools.pairwise(parts))
+            resumed = jid in region and not (jid in running and parts[0][0] == t)
+            work[jid] -= sum(x for _, _, x in parts) - j.overhead * (runs - 1 + resumed)
+            region[jid] = parts[0][1]
+            per_job[jid] += j.energy_kwh_per_slot * sum(x * inten[r, s] for s, r, x in parts)
+            schedule[jid].extend((r, s, x) for s, r, x in parts)
+            if parts[-1][0] == until - 1:
+                running.add(jid)
+            else:
+                running.discard(jid)
+    return OracleResult(
+        emissions_g=float(sum(per_job.values())),
+        per_job_g=per_job,
+        status=f"online: {len(releases)} solves"
+        + ("" if exact else ", some stopped at their time limit"),
+        exact=exact,
+        schedule=schedule,
+        bound_g=float("nan"),
     )

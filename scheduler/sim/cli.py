@@ -52,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--capacity", type=int, default=None, help="GPUs in each region")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-oracle", action="store_true", help="skip the MILP oracle")
+    parser.add_argument(
+        "--online-optimum",
+        action="store_true",
+        help="also solve the online optimum: exact at each arrival, jobs to come unknown",
+    )
     parser.add_argument("--out", type=Path, default=None, help="folder for report.txt and PNGs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -149,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         threshold_g_per_kwh=thresholds,
         with_oracle=not args.no_oracle,
         progress=not args.quiet,
+        with_online=args.online_optimum,
     )
     levels = ", ".join(f"{r} {v:.0f}" for r, v in thresholds.items())
     title = (

@@ -89,6 +89,10 @@ class SuiteResult:
     notes: list[str] = field(default_factory=list)
     # proven lower bound on the least emissions (= oracle_g when exact)
     oracle_bound_g: float = float("nan")
+    # the online optimum (oracle.solve_online): exact planning that knows the intensity
+    # but not the jobs to come
+    online_g: float = float("nan")
+    online_exact: bool = False
 
     def saving(self, policy: str) -> float:
         base = self.results[self.reference].emissions_g
@@ -114,6 +118,11 @@ class SuiteResult:
         o = self.oracle_saving
         return self.saving(policy) / o if o > 1e-9 else float("nan")
 
+    def capture_online(self, policy: str) -> float:
+        """The share of the online optimum's saving a policy reaches (nan without one)."""
+        o = self.results[self.reference].emissions_g - self.online_g
+        return self.saving(policy) / o if o > 1e-9 else float("nan")
+
 
 def _cap(value: int | None) -> float:
     return np.inf if value is None else float(value)
@@ -132,7 +141,11 @@ def run_suite(
     with_oracle: bool = True,
     progress: bool = False,
     oracle_time_limit_s: float = 120.0,
+    with_online: bool = False,
 ) -> SuiteResult:
+    """Every policy (and run-now, the reference) through the simulator on the same traces
+    and jobs; then the oracle, and with `with_online` the online optimum (one exact solve
+    per release, each within `oracle_time_limit_s`)."""
     names = list(traces)
     slot_s = traces[names[0]].slot_s
     thr = threshold_g_per_kwh
@@ -152,16 +165,23 @@ def run_suite(
             forecast_name=forecast_name,
             progress=progress,
         )
-    oracle_g, exact, bound = float("nan"), False, float("nan")
-    notes: list[str] = []
+    suite = SuiteResult(forecast_name, results, float("nan"), False)
+    inten = np.vstack([traces[n].values for n in names])
+    caps = capacity_gpus or {}
+    cap = np.array([_cap(caps.get(n)) for n in names])
     if with_oracle:
-        inten = np.vstack([traces[n].values for n in names])
-        caps = capacity_gpus or {}
-        cap = np.array([_cap(caps.get(n)) for n in names])
         try:
             res = oracle.solve(oracle_jobs(jobs, traces), inten, cap, oracle_time_limit_s)
         except ValidationError as exc:  # no schedule meets every deadline (or none found)
-            notes.append(f"no oracle: {exc}")
+            suite.notes.append(f"no oracle: {exc}")
         else:
-            oracle_g, exact, bound = res.emissions_g, res.exact, res.bound_g
-    return SuiteResult(forecast_name, results, oracle_g, exact, notes=notes, oracle_bound_g=bound)
+            suite.oracle_g, suite.oracle_exact = res.emissions_g, res.exact
+            suite.oracle_bound_g = res.bound_g
+    if with_online:
+        try:
+            res = oracle.solve_online(oracle_jobs(jobs, traces), inten, cap, oracle_time_limit_s)
+        except ValidationError as exc:
+            suite.notes.append(f"no online optimum: {exc}")
+        else:
+            suite.online_g, suite.online_exact = res.emissions_g, res.exact
+    return suite

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gridshift.scheduler.errors import ValidationError
-from gridshift.scheduler.policy.oracle import OracleJob, solve
+from gridshift.scheduler.policy.oracle import OracleJob, solve, solve_online
 
 
 def fixed(job_id, release, duration, deadline, gpus=1, regions=(0,)):
@@ -142,3 +142,92 @@ def test_capacity_coupled_oracle_matches_enumeration(inten, specs, cap):
         return
     res = solve(jobs, arr, capacity=np.array([float(cap)]))
     assert res.emissions_g == pytest.approx(best, rel=1e-6)
+
+
+def test_a_started_job_pays_the_checkpoint_on_every_start_and_not_to_run_on():
+    inten = np.array([[1, 1, 9, 9, 9.0]])
+    paused = OracleJob("a", 0, 2, 5, 1, 1.0, [0], True, 0.5, resumes=True)
+    running = OracleJob("a", 0, 2, 5, 1, 1.0, [0], True, 0.5, resumes=True, running=True)
+    fresh = OracleJob("a", 0, 2, 5, 1, 1.0, [0], True, 0.5)
+    # running on through slots 0 and 1 is free, as is a fresh job's first start
+    assert solve([running], inten).emissions_g == pytest.approx(2.0)
+    assert solve([fresh], inten).emissions_g == pytest.approx(2.0)
+    # a paused job pays the checkpoint to resume: 2.5 slots of work
+    assert solve([paused], inten).emissions_g == pytest.approx(1 + 1 + 0.5 * 9)
+
+
+def test_the_online_optimum_pays_for_not_knowing_the_jobs_to_come():
+    # Region 0 is clean with one GPU. The first job takes it at once; the second, which
+    # needs it for five slots from slot 1, has to go to the dirty region. Knowing both,
+    # the oracle gives region 0 to the long one.
+    inten = np.array([[1, 1, 2, 2, 2, 2.0], [10, 10, 10, 10, 10, 10.0]])
+    jobs = [fixed("a", 0, 2, 6, regions=(0, 1)), fixed("b", 1, 5, 6, regions=(0, 1))]
+    cap = np.array([1.0, 1.0])
+    offline = solve(jobs, inten, cap)
+    online = solve_online(jobs, inten, cap)
+    assert offline.emissions_g == pytest.approx(9 + 20)
+    assert online.emissions_g == pytest.approx(2 + 50)
+    assert online.schedule["a"] == [(0, 0, 2)] and online.schedule["b"] == [(1, 1, 5)]
+    assert online.exact and "2 solves" in online.status
+
+
+def _check_online(jobs, inten, cap, res):
+    """Every job does its work (a checkpoint per resume), in one region, between its
+    release and its deadline; no slot holds more GPUs than its region has."""
+    use = np.zeros_like(inten)
+    for j in jobs:
+        parts = res.schedule[j.job_id]
+        assert len({r for r, _, _ in parts}) == 1
+        if not j.interruptible:
+            ((r, s, d),) = parts
+            assert j.release <= s and s + d <= j.deadline + 1e-6 and d == j.duration
+            use[r, s : s + int(np.ceil(d - 1e-9))] += j.gpus
+            continue
+        slots = sorted(s for _, s, _ in parts)
+        runs = 1 + sum(b > a + 1 for a, b in itertools.pairwise(slots))
+        done = sum(x for _, _, x in parts)
+        assert done == pytest.approx(j.duration + j.overhead * (runs - 1), abs=1e-6)
+        assert j.release <= slots[0] and slots[-1] < j.deadline
+        for r, s, _ in parts:
+            use[r, s] += j.gpus
+        cost = sum(x * inten[r, s] for r, s, x in parts) * j.energy_kwh_per_slot
+        assert res.per_job_g[j.job_id] == pytest.approx(cost)
+    assert np.all(use <= cap[:, None] + 1e-9)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    inten=st.lists(st.floats(1, 500), min_size=24, max_size=24),
+    specs=st.lists(
+        st.tuples(
+            st.integers(0, 5), st.integers(1, 4), st.integers(2, 6), st.integers(1, 2),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    same_release=st.booleans(),
+)  # fmt: skip
+def test_the_online_optimum_is_feasible_and_never_beats_the_oracle(inten, specs, same_release):
+    arr = np.array([inten[:12], inten[12:]])
+    cap = np.array([2.0, 2.0])
+    jobs = [
+        OracleJob(
+            f"j{i}", 0 if same_release else rel, float(dur), float(min(rel + dur + slack, 12)),
+            g, 1.0, [0, 1], interruptible, 0.25 if interruptible else 0.0,
+        )
+        for i, (rel, dur, slack, g, interruptible) in enumerate(specs)
+    ]  # fmt: skip
+    jobs = [j for j in jobs if j.deadline - j.release >= j.duration + 1]
+    if not jobs:
+        return
+    try:
+        online = solve_online(jobs, arr, cap)
+    except ValidationError:  # what ran first left no room for a later job's deadline
+        assert not same_release
+        return
+    offline = solve(jobs, arr, cap)
+    _check_online(jobs, arr, cap, online)
+    assert online.emissions_g >= offline.emissions_g * (1 - 1e-6)  # solver tolerance
+    if same_release:  # nothing to come: the online optimum is the oracle
+        assert online.emissions_g == pytest.approx(offline.emissions_g, rel=1e-6)

@@ -85,3 +85,25 @@ def test_simulate_says_when_no_schedule_can_meet_every_deadline(shared_carbon, c
     args = ["simulate", "de", "no", "--data-dir", str(shared_carbon), "--scenario", "ml"]
     assert main([*args, "--days", "2", "--capacity", "8", "--quiet"]) == 0
     assert "no oracle: the oracle found no feasible schedule" in capsys.readouterr().out
+
+
+def test_simulate_reports_the_online_optimum_beside_the_oracle(shared_carbon, capsys):
+    args = ["simulate", "de", "no", "--data-dir", str(shared_carbon), "--scenario", "ml"]
+    args += ["--days", "2", "--policies", "gridshift", "--quiet", "--online-optimum"]
+    assert main([*args, "--capacity", "24"]) == 0
+    text = capsys.readouterr().out
+    kg = {
+        line[:28].strip(): float(line[28:41])
+        for line in text.splitlines()[2:]
+        if line[28:41].strip().replace(".", "").isdigit()
+    }
+    # knowing every job in advance can only help; no online plan beats the oracle
+    assert kg["oracle (MILP, perfect)"] <= kg["online optimum (MILP)"] + 1e-6
+    assert kg["online optimum (MILP)"] < kg["run-now"]
+    assert "jobs to come unknown" in text
+    # with fewer GPUs, the starts made without knowing the later jobs leave some of them
+    # no room before their deadline (the oracle, knowing them, still finds a schedule)
+    assert main([*args, "--capacity", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "oracle (MILP, perfect)" in text
+    assert "no online optimum: the online optimum has no schedule at slot" in text
