@@ -142,10 +142,11 @@ def run_suite(
     progress: bool = False,
     oracle_time_limit_s: float = 120.0,
     with_online: bool = False,
+    online_time_limit_s: float = 60.0,
 ) -> SuiteResult:
     """Every policy (and run-now, the reference) through the simulator on the same traces
     and jobs; then the oracle, and with `with_online` the online optimum (one exact solve
-    per release, each within `oracle_time_limit_s`)."""
+    per release, each within `online_time_limit_s`)."""
     names = list(traces)
     slot_s = traces[names[0]].slot_s
     thr = threshold_g_per_kwh
@@ -179,7 +180,7 @@ def run_suite(
             suite.oracle_bound_g = res.bound_g
     if with_online:
         try:
-            res = oracle.solve_online(oracle_jobs(jobs, traces), inten, cap, oracle_time_limit_s)
+            res = oracle.solve_online(oracle_jobs(jobs, traces), inten, cap, online_time_limit_s)
         except ValidationError as exc:
             suite.notes.append(f"no online optimum: {exc}")
         else:
