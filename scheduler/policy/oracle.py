@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -280,6 +281,7 @@ def solve_online(
     intensity: np.ndarray,
     capacity: np.ndarray | None = None,
     time_limit_s: float = 60.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> OracleResult:
     """The online optimum: what exact planning reaches knowing the intensity perfectly but
     not the jobs to come. At every release the least-emission schedule of the jobs released
@@ -288,7 +290,8 @@ def solve_online(
     resume), and carried out until the next release.
 
     The offline oracle's lead over it is what knowing the future jobs is worth. `exact` is
-    true when every solve was; `bound_g` is not a bound here (nan)."""
+    true when every solve was; `bound_g` is not a bound here (nan). `progress(done, total)`
+    is called after each solve."""
     inten = np.atleast_2d(np.asarray(intensity, dtype=float))
     releases = sorted({j.release for j in jobs})
     work = {j.job_id: j.duration for j in jobs}  # interruptible: work left, in slots
@@ -338,6 +341,8 @@ def solve_online(
             raise ValidationError(
                 f"the online optimum found no schedule at slot {t} within {time_limit_s:g} s"
             )
+        if progress is not None:
+            progress(k + 1, len(releases))
         for j in known:
             jid = j.job_id
             if not j.interruptible:

@@ -3,10 +3,10 @@ interval, and when the measured value for that interval arrives, the error is sc
 
 The planner uses the result (`RegionSignal.forecast_error_g_per_kwh`) to know how much to
 trust the forecast: a forecast that has been exact is taken as it is; one that has been
-wrong by 40 g/kWh is smoothed, and a job waits for it only when waiting is worth that
-uncertainty. Nothing here does I/O; the agent's signal hub and the simulator feed it.
-`state()` and `restore()` turn what has been learnt into plain data and back, so the agent
-keeps it in its store across restarts.
+wrong by 40 g/kWh may be smoothed (if its shape shows independent errors), and held plans
+in that region are then made afresh at every tick. Nothing here does I/O; the agent's
+signal hub and the simulator feed it. `state()` and `restore()` turn what has been learnt
+into plain data and back, so the agent keeps it in its store across restarts.
 """
 
 from __future__ import annotations

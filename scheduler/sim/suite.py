@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,6 +125,11 @@ class SuiteResult:
         return self.saving(policy) / o if o > 1e-9 else float("nan")
 
 
+def _online_progress(done: int, total: int) -> None:
+    end = "\n" if done == total else ""
+    print(f"\r  online optimum: {done}/{total} solves", end=end, file=sys.stderr, flush=True)
+
+
 def _cap(value: int | None) -> float:
     return np.inf if value is None else float(value)
 
@@ -180,7 +186,13 @@ def run_suite(
             suite.oracle_bound_g = res.bound_g
     if with_online:
         try:
-            res = oracle.solve_online(oracle_jobs(jobs, traces), inten, cap, online_time_limit_s)
+            res = oracle.solve_online(
+                oracle_jobs(jobs, traces),
+                inten,
+                cap,
+                online_time_limit_s,
+                _online_progress if progress else None,
+            )
         except ValidationError as exc:
             suite.notes.append(f"no online optimum: {exc}")
         else:

@@ -164,7 +164,9 @@ def test_the_online_optimum_pays_for_not_knowing_the_jobs_to_come():
     jobs = [fixed("a", 0, 2, 6, regions=(0, 1)), fixed("b", 1, 5, 6, regions=(0, 1))]
     cap = np.array([1.0, 1.0])
     offline = solve(jobs, inten, cap)
-    online = solve_online(jobs, inten, cap)
+    seen = []
+    online = solve_online(jobs, inten, cap, progress=lambda *a: seen.append(a))
+    assert seen == [(1, 2), (2, 2)]  # one solve per release
     assert offline.emissions_g == pytest.approx(9 + 20)
     assert online.emissions_g == pytest.approx(2 + 50)
     assert online.schedule["a"] == [(0, 0, 2)] and online.schedule["b"] == [(1, 1, 5)]
