@@ -99,10 +99,13 @@ def plots(
     pols = [n for n in suite.results if n != suite.reference]
     vals = [suite.saving_pct(n) for n in pols]
     bars = ax.bar(pols, vals, color=["tab:green" if n == "gridshift" else "tab:gray" for n in pols])
+    base = suite.results[suite.reference].emissions_g
     if not math.isnan(suite.oracle_best_g):
-        base = suite.results[suite.reference].emissions_g
         label = "oracle" if suite.oracle_exact else "oracle (solver bound)"
         ax.axhline(100 * (base - suite.oracle_best_g) / base, color="k", ls="--", label=label)
+    if not math.isnan(suite.online_g):
+        ax.axhline(100 * (base - suite.online_g) / base, color="k", ls=":", label="online optimum")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend()
     ax.bar_label(bars, fmt="%.1f")
     ax.set_ylabel("saving vs run-at-submission, %")
