@@ -79,12 +79,14 @@ def load_plugins(group: str, settings: Settings, clock: Clock) -> dict[str, Any]
 
 
 def make_clock(settings: Settings) -> Clock:
-    if settings.clock_speed == 1.0:
+    if settings.clock_speed == 1.0 and settings.clock_start is None:
         return SystemClock()
     origin = settings.clock_origin
     if origin is None:
-        raise ConfigError("clock_speed != 1 needs clock_origin (a fixed UTC instant)")
-    return ScaledClock(origin, settings.clock_speed)
+        raise ConfigError(
+            "clock_speed != 1 and clock_start need clock_origin (a fixed UTC instant)"
+        )
+    return ScaledClock(origin, settings.clock_speed, settings.clock_start)
 
 
 class Agent:

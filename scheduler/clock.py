@@ -25,20 +25,23 @@ class SystemClock:
 class ScaledClock:
     """Time that runs `speed` times faster than the wall clock from a fixed origin.
 
-    The origin is a wall-clock instant; the clock reads `origin + (wall - origin) * speed`.
-    Because the origin is fixed (not the process start), an agent restarted with the same
-    origin and speed sees continuous time. Used for demos and end-to-end tests.
+    The origin is a wall-clock instant; the clock reads `start + (wall - origin) * speed`,
+    where `start`, the time the clock shows at the origin, is the origin itself unless
+    given. Because both are fixed (not the process start), an agent restarted with the same
+    settings sees continuous time. Used for demos and end-to-end tests: a fixed `start`
+    makes a replayed trace show the same hours whenever it runs.
     """
 
-    def __init__(self, origin: datetime, speed: float) -> None:
+    def __init__(self, origin: datetime, speed: float, start: datetime | None = None) -> None:
         if speed <= 0:
             raise ValueError("clock speed must be positive")
         self.origin = origin.astimezone(UTC)
+        self.start = (start or origin).astimezone(UTC)
         self.speed = speed
 
     def now(self) -> datetime:
         wall = datetime.now(UTC)
-        return self.origin + (wall - self.origin) * self.speed
+        return self.start + (wall - self.origin) * self.speed
 
     def wall_seconds(self, sim_seconds: float) -> float:
         """How many wall-clock seconds `sim_seconds` of this clock take."""

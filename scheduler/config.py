@@ -223,7 +223,12 @@ class Settings(BaseSettings):
     slurm: SlurmAdapterConfig | None = None
     nvml: NvmlConfig = Field(default_factory=NvmlConfig)
     clock_speed: float = Field(default=1.0, gt=0, description="demo/test: simulated s per wall s")
-    clock_origin: datetime | None = Field(default=None, description="with clock_speed != 1")
+    clock_origin: datetime | None = Field(
+        default=None, description="with clock_speed != 1 or clock_start: a wall-clock instant"
+    )
+    clock_start: datetime | None = Field(
+        default=None, description="demo/test: the time the clock shows at clock_origin"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

@@ -54,3 +54,22 @@ def test_secrets_are_not_printed():
         regions={"local": {"sources": [{"provider": "em", "location": "DE"}]}},
     )
     assert "s3cret" not in repr(s) and "s3cret" not in str(s.model_dump())
+
+
+def test_a_scaled_clock_can_start_at_a_chosen_time():
+    from datetime import UTC, datetime, timedelta
+
+    from gridshift.scheduler.agent import make_clock
+
+    origin = datetime.now(UTC) - timedelta(seconds=10)
+    start = datetime(2026, 1, 13, 4, tzinfo=UTC)
+    before = datetime.now(UTC)
+    now = make_clock(load_settings(None, clock_speed=60, clock_origin=origin, clock_start=start))
+    shown = now.now()
+    after = datetime.now(UTC)
+    # the clock shows `start` at the origin and runs 60 times faster from there
+    assert start + (before - origin) * 60 <= shown <= start + (after - origin) * 60
+    same = make_clock(load_settings(None, clock_speed=60, clock_origin=origin)).now()
+    assert abs((same - origin).total_seconds() - 600) < 60  # no start: the origin itself
+    with pytest.raises(ConfigError, match="clock_origin"):
+        make_clock(load_settings(None, clock_start=start))
