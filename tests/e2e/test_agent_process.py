@@ -44,6 +44,7 @@ class AgentProcess:
             "GRIDSHIFT_API__PORT": str(self.port),
             "GRIDSHIFT_CLOCK_SPEED": str(SPEED),
             "GRIDSHIFT_CLOCK_ORIGIN": origin.isoformat(),
+            "GRIDSHIFT_CLOCK_START": SIM_START.isoformat(),  # what the clock shows at origin
             "GRIDSHIFT_TICK_S": "0.2",
             "GRIDSHIFT_RECONCILE_S": "0.2",
             "GRIDSHIFT_SIGNAL_REFRESH_S": "0.5",
@@ -106,11 +107,6 @@ class AgentProcess:
                 raise
 
 
-def sim_origin(now_wall: datetime) -> datetime:
-    """The clock origin that makes the simulated clock read SIM_START at `now_wall`."""
-    return now_wall - (SIM_START - now_wall) / (SPEED - 1)
-
-
 def wait_for(fn, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -127,7 +123,7 @@ def ts(iso: str) -> datetime:
 
 @pytest.fixture
 def agent(tmp_path):
-    a = AgentProcess(tmp_path, sim_origin(datetime.now(UTC)))
+    a = AgentProcess(tmp_path, datetime.now(UTC))
     a.start()
     yield a
     a.stop()
@@ -220,7 +216,7 @@ def test_jobs_run_in_cleaner_windows_and_survive_sigkill(agent, tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_sigint_drain_cleanly(tmp_path, sig):
-    a = AgentProcess(tmp_path, sim_origin(datetime.now(UTC)))
+    a = AgentProcess(tmp_path, datetime.now(UTC))
     a.start()
     job_id = a.cli("submit", "--duration", "1h", "--deadline", "30h", "--", "true").split()[0]
     assert a.proc is not None
