@@ -47,8 +47,7 @@ def table(suite: SuiteResult, title: str = "") -> str:
             )
     if not math.isnan(suite.online_g):
         pct = 100 * (base - suite.online_g) / base if base else 0.0
-        o = base - suite.oracle_best_g
-        share = f"{100 * (base - suite.online_g) / o:8.1f}%" if o > 1e-9 else ""
+        share = "" if math.isnan(suite.online_capture) else f"{100 * suite.online_capture:8.1f}%"
         lines.append(
             f"{'online optimum (MILP)':28s} {suite.online_g / 1000:12.2f} {pct:9.2f} "
             f"{share:>9s}  (exact at each arrival, perfect intensity, jobs to come unknown"

@@ -119,6 +119,13 @@ class SuiteResult:
         o = self.oracle_saving
         return self.saving(policy) / o if o > 1e-9 else float("nan")
 
+    @property
+    def online_capture(self) -> float:
+        """The share of the oracle's saving the online optimum reaches (nan without one)."""
+        o = self.oracle_saving
+        base = self.results[self.reference].emissions_g
+        return (base - self.online_g) / o if o > 1e-9 else float("nan")
+
     def capture_online(self, policy: str) -> float:
         """The share of the online optimum's saving a policy reaches (nan without one)."""
         o = self.results[self.reference].emissions_g - self.online_g

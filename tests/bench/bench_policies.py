@@ -224,11 +224,10 @@ def summarise(region: str, scen: str, fm: str, n: int, suite: SuiteResult, wall_
         base = suite.results["run-now"].emissions_g
         row["online_pct"] = 100 * (base - suite.online_g) / base
         row["online_capture"] = suite.capture_online("gridshift")
-        o = suite.oracle_saving
-        share = 100 * (base - suite.online_g) / o if o > 1e-9 else math.nan
         line += (
             f"\n{'':12s} online optimum{'' if suite.online_exact else '~'} saves "
-            f"{row['online_pct']:.2f} % ({share:.1f} % of the oracle's saving); gridshift "
+            f"{row['online_pct']:.2f} % ({100 * suite.online_capture:.1f} % of the oracle's "
+            f"saving); gridshift "
             f"reaches {100 * row['online_capture']:.1f} % of its saving"
         )
     print(line, flush=True)

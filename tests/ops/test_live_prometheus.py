@@ -58,8 +58,8 @@ def test_urgent_job_runs_and_deferrable_job_is_held(live: LiveStack) -> None:
     resp = requests.get(f"{live.agent.url}/jobs/{job_id}/explain", timeout=HTTP_TIMEOUT_S)
     events = resp.json()["events"]
     # Held for a cleaner window first. On the fast clock (ten minutes a second) that window
-    # may already have come by now, depending on the hour the trace is replayed from, so
-    # the job may since have run; it must not have started before it was held.
+    # comes within minutes, so the job may since have run; it must not have started before
+    # it was held.
     moves = [e for e in events if e["from_state"] is not None]
     assert moves and moves[0]["to_state"] == "held", events
     assert moves[0]["reason"].startswith("window "), moves[0]
