@@ -205,15 +205,22 @@ def solve(
     time_limit_s: float = 120.0,
 ) -> OracleResult:
     """The least-emission feasible schedule. `intensity` is (regions, slots) in g/kWh;
-    `capacity` (regions,) GPUs, inf for unlimited."""
+    `capacity` GPUs per region (regions,) or per region and slot (regions, slots), inf for
+    unlimited."""
     inten = np.atleast_2d(np.asarray(intensity, dtype=float))
-    n_r = inten.shape[0]
+    n_r, n_t = inten.shape
     cap = np.full(n_r, np.inf) if capacity is None else np.asarray(capacity, dtype=float)
+    if cap.ndim == 1:
+        cap = np.repeat(cap[:, None], n_t, axis=1)
+    if cap.shape != inten.shape:
+        raise ValidationError(
+            f"capacity has shape {cap.shape}; expected ({n_r},) or the intensity's {inten.shape}"
+        )
     demand = np.zeros(n_r)
     for j in jobs:
         for r in j.regions:
             demand[r] += j.gpus
-    coupled = bool(np.any(demand > cap))
+    coupled = bool(np.any(demand > cap.min(axis=1)))
     groups = [jobs] if coupled else [[j] for j in jobs]
     per_job: dict[str, float] = {}
     schedule: dict[str, list[tuple[int, int, float]]] = {}
@@ -244,9 +251,9 @@ def solve(
         occupancy: dict[tuple[int, int], dict[int, float]] = {}
         readers = [(j, _add_job(m, j, inten, occupancy)) for j in group]
         if coupled:
-            for (r, _t), coefs in occupancy.items():
-                if math.isfinite(cap[r]):
-                    m.row(coefs, -np.inf, float(cap[r]))
+            for (r, t), coefs in occupancy.items():
+                if math.isfinite(cap[r, t]):
+                    m.row(coefs, -np.inf, float(cap[r, t]))
         x, msg, ok, bound = m.solve(time_limit_s)
         bound_g += bound
         if x is None and not math.isfinite(bound):

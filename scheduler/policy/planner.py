@@ -24,7 +24,13 @@ How a job is planned:
   unstarted jobs, those that must start now first, then the largest (GPUs x time left).
   A job whose best choice would overfill a region in any slot takes its next-best option
   that fits; an interruptible one moves to a region with room (its plan ends a slot before
-  the deadline, unless it never pauses). A running job that no plan fits runs on; a paused
+  the deadline, unless it never pauses). Where that one-by-one placement made a job take a
+  worse option, the jobs not yet started (up to `exact_max_jobs`, not interruptible, on
+  forecasts not read through measured noise) are planned together exactly, with the
+  oracle's programme on the forecast and the GPUs left per slot; that plan is used when it
+  is proven optimal within `exact_time_limit_s` and cheaper. It places a small job in the
+  second-cleanest region when that keeps the cleanest one for a long job.
+  A running job that no plan fits runs on; a paused
   one resumes while its GPUs are free. Pauses come first in the decisions, and no plan
   starts more GPUs now than a region has (`_fit_now`: starts kept least slack first).
 - **Hysteresis**: a held job keeps its planned (region, start) unless a new plan is cheaper
@@ -59,7 +65,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import ValidationError
 from ..models import Action, Decision, Job, JobState, Snapshot
+from . import oracle
 from .window import expected_power_w
 
 BIG = 1e15
@@ -67,6 +75,7 @@ _CANDIDATES = 24
 _ROUNDS = 8
 _CHUNK = 256  # interruptible plans solved together in the first pass
 _EPS = 1e-9
+_EXACT_FORECAST_FRACTION = 0.01  # measured error (of the mean) below which a forecast is exact
 
 
 class CarbonPlannerConfig(BaseModel):
@@ -103,6 +112,15 @@ class CarbonPlannerConfig(BaseModel):
         ge=0,
         description="share of a slot's emissions an interruptible job's plan is charged per "
         "slot it waits to start: the earlier of nearly equal plans wins",
+    )
+    exact_max_jobs: int = Field(
+        default=60,
+        ge=0,
+        description="where GPUs run short, plan up to this many non-interruptible jobs not "
+        "yet started together, exactly (0: never)",
+    )
+    exact_time_limit_s: float = Field(
+        default=2.0, gt=0, description="time allowed for that exact plan per tick"
     )
 
 
@@ -539,16 +557,18 @@ class CarbonPlanner:
         grid = build_grid(snapshot, slot_s, n_ctx)
         inten = grid.intensity
         noise_measured = np.zeros(len(grid.regions), dtype=bool)
+        measured = np.array(
+            [
+                np.nan
+                if (sig := snapshot.regions.get(name)) is None
+                or sig.forecast_error_g_per_kwh is None
+                else float(sig.forecast_error_g_per_kwh)
+                for name in grid.regions
+            ]
+        )
+        # forecasts that have proven exact: a later plan on them chases no error
+        exact_forecast = measured <= _EXACT_FORECAST_FRACTION * np.abs(inten).mean(axis=1)
         if cfg.denoise:
-            measured = np.array(
-                [
-                    np.nan
-                    if (sig := snapshot.regions.get(name)) is None
-                    or sig.forecast_error_g_per_kwh is None
-                    else float(sig.forecast_error_g_per_kwh)
-                    for name in grid.regions
-                ]
-            )
             inten = denoise_rows(
                 inten,
                 cfg.denoise_floor_fraction,
@@ -602,7 +622,7 @@ class CarbonPlanner:
             decisions.extend(self._plan_flexible(started, grid, ext, used, limited, n_t, snapshot))
         before = used.copy() if limited else used
         plans = self._plan_fixed(
-            fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_measured
+            fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_measured, exact_forecast
         )
         # those that must start now come first in `fixed`
         n_due = next((i for i, j in enumerate(fixed) if _placement_order(j, due_s)[0]), len(fixed))
@@ -617,7 +637,7 @@ class CarbonPlanner:
             )
             used[:] = before
             plans = self._plan_fixed(
-                fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_measured
+                fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_measured, exact_forecast
             )
         for job, plan in zip(fixed, plans, strict=True):
             decisions.extend(self._fixed_decisions(job, plan, grid, ext))
@@ -712,6 +732,7 @@ class CarbonPlanner:
         n_t: int,
         snapshot: Snapshot,
         noise_measured: np.ndarray,
+        exact_forecast: np.ndarray,
     ) -> list[_Plan]:
         cfg = self.config
         slot_s = cfg.slot_s
@@ -783,6 +804,8 @@ class CarbonPlanner:
         durs = [math.ceil(d - _EPS) or 1 for d in d_slots.tolist()]
         fresh_l = has_fresh.tolist()
         plans: list[_Plan] = []
+        displaced = False  # a job took a worse option for want of GPUs
+        held_at: list[tuple[int, int] | None] = []
         for i, job in enumerate(jobs):
             r, s = best_r_l[i], best_s_l[i]
             sums = sums_of[i]
@@ -821,8 +844,10 @@ class CarbonPlanner:
                         r, s = now_r_l[i], 0
             dur = durs[i]
             g = job.spec.gpus
+            held_at.append(prev)
             if limited and g:
                 if free[r, s : s + dur].min() < g:
+                    displaced = True
                     fitted = False
                     opts = cand.get(i)
                     if opts is not None and opts.size:
@@ -849,10 +874,104 @@ class CarbonPlanner:
                     energy_kwh=e * rem[i] / slot_s,
                 )
             )
+        if (
+            limited
+            and displaced
+            and 2 <= n_j <= cfg.exact_max_jobs
+            and has_fresh.all()
+            and not noise_measured.any()
+        ):
+            cap_left = np.repeat(grid.capacity[:, None], used.shape[1], axis=1) - used
+            # a held job is not postponed, as in the greedy pass, unless every region it
+            # may run in has a forecast that has proven exact
+            last = [int(x) for x in ls]
+            for i, held in enumerate(held_at):
+                if held is not None and not exact_forecast[allowed[i]].all():
+                    last[i] = min(last[i], held[1])
+            exact = self._exact_fixed(
+                jobs,
+                plans,
+                ext,
+                cap_left,
+                allowed,
+                last,
+                d_slots,
+                held_at,
+                sums_of,
+                power_kwh_per_slot,
+            )
+            if exact is not None:
+                plans, free = exact
         if limited:
             finite = np.isfinite(grid.capacity)
             used[finite] = grid.capacity[finite, None] - free[finite]
         return plans
+
+    def _exact_fixed(
+        self,
+        jobs: list[Job],
+        greedy: list[_Plan],
+        ext: np.ndarray,
+        cap_left: np.ndarray,
+        allowed: np.ndarray,
+        last_start: list[int],
+        d_slots: np.ndarray,
+        held_at: list[tuple[int, int] | None],
+        sums_of: list[np.ndarray],
+        power_kwh_per_slot: list[float],
+    ) -> tuple[list[_Plan], np.ndarray] | None:
+        """The jobs' joint least-emission plan on the GPUs left (the oracle's programme on
+        the forecast), where placing them one by one made some take a worse option. Used
+        only when proven optimal within the time limit and cheaper than `greedy`; job i starts
+        by `last_start[i]`."""
+        cfg = self.config
+        short = any(p.start < 0 for p in greedy)
+        greedy_g = math.inf if short else sum(p.cost_g for p in greedy)
+        n_x = ext.shape[1]
+        # the same tie-break as the greedy pass: of equal plans, the earlier start
+        rows = ext + cfg.wait_tiebreak_fraction * float(np.mean(ext)) * np.arange(n_x)
+        ojs = []
+        for i, job in enumerate(jobs):
+            d = float(d_slots[i])
+            ojs.append(
+                oracle.OracleJob(
+                    job_id=job.id,
+                    release=0,
+                    duration=d,
+                    deadline=last_start[i] + d,
+                    gpus=job.spec.gpus,
+                    energy_kwh_per_slot=power_kwh_per_slot[i],
+                    regions=np.nonzero(allowed[i])[0].tolist(),
+                )
+            )
+        try:
+            res = oracle.solve(ojs, rows, cap_left, time_limit_s=cfg.exact_time_limit_s)
+        except ValidationError:  # no schedule meets every deadline: keep the greedy plan
+            return None
+        if not res.exact:
+            return None
+        plans: list[_Plan] = []
+        free = cap_left.copy()
+        for i, job in enumerate(jobs):
+            r, s, d = res.schedule[job.id][0]
+            free[r, s : s + (math.ceil(d - _EPS) or 1)] -= job.spec.gpus
+            e = power_kwh_per_slot[i]
+            g = greedy[i]
+            plans.append(
+                _Plan(
+                    region_i=int(r),
+                    start=int(s),
+                    planned_at=job.planned_start if held_at[i] == (r, s) and s > 0 else None,
+                    cost_g=float(sums_of[i][r, s]) * e,
+                    now_cost_g=g.now_cost_g,
+                    remaining_s=g.remaining_s,
+                    latest_start=g.latest_start,
+                    energy_kwh=g.energy_kwh,
+                )
+            )
+        if sum(p.cost_g for p in plans) >= greedy_g * (1 - 1e-9):
+            return None
+        return plans, free
 
     def _previous(
         self, job: Job, grid: Grid, ls: int, allowed: np.ndarray, now: datetime

@@ -48,6 +48,19 @@ def test_capacity_couples_two_jobs_like_brute_force():
     )
 
 
+def test_capacity_per_slot_keeps_a_job_out_of_the_slots_already_taken():
+    inten = np.array([[1, 1, 5, 5, 9.0]])
+    taken = np.array([[1.0, 1.0, 2.0, 2.0, 2.0]])  # 2 GPUs, one busy in slots 0-1
+    res = solve([fixed("a", 0, 2, 5, gpus=2)], inten, capacity=taken)
+    assert res.schedule["a"] == [(0, 2, 2)]
+    assert res.per_job_g["a"] == pytest.approx(10.0)
+    assert solve([fixed("a", 0, 2, 5, gpus=1)], inten, capacity=taken).schedule["a"] == [
+        (0, 0, 2)
+    ]
+    with pytest.raises(ValidationError, match="capacity has shape"):
+        solve([fixed("a", 0, 2, 5)], inten, capacity=np.ones((1, 3)))
+
+
 def test_a_time_limited_oracle_reports_a_bound_below_what_it_found():
     rng = np.random.default_rng(3)
     inten = rng.uniform(50, 500, size=(3, 40))

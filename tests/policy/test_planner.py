@@ -193,6 +193,42 @@ def test_the_clean_region_goes_to_the_job_for_which_it_matters_most():
     assert ds["big"][-1].region == "a" and ds["small"][-1].region == "b", ds
 
 
+def _clean_hours_for_two():
+    # "a" is clean in hours 0-1, "b" dirty; "a" has room for one job at a time. The long
+    # job may start now or in hour 1, the short one must start by hour 1.
+    regions = {"a": signal("a", [10, 10, 50] + [300] * 5), "b": signal("b", [100] * 8)}
+    long = job("long", 2, 3, gpus=8, regions=["a", "b"])
+    short = job("short", 1, 2, gpus=8, regions=["a", "b"])
+    return regions, long, short
+
+
+def test_jobs_that_compete_for_a_clean_region_are_planned_together():
+    regions, long, short = _clean_hours_for_two()
+    # one by one, largest first: the long job takes hours 0-1 of "a", the short one "b"
+    greedy = CarbonPlanner(CFG.model_copy(update={"exact_max_jobs": 0}))
+    ds = by_job(greedy.plan(snapshot([long, short], regions, capacity={"a": 8, "b": 8})))
+    assert (ds["long"][-1].region, ds["short"][-1].region) == ("a", "b")
+    # together: the short job runs in "a" now, the long one there in hours 1-2 (8 x 70
+    # against 8 x 120 g-units)
+    ds = by_job(plan([long, short], regions, capacity={"a": 8, "b": 8}))
+    assert ds["short"][-1].action == Action.START and ds["short"][-1].region == "a"
+    [held] = ds["long"]
+    assert held.action == Action.HOLD and held.region == "a"
+    assert held.planned_start == T0 + timedelta(hours=1)
+
+
+def test_planned_together_a_held_job_is_postponed_only_on_a_forecast_proven_exact():
+    regions, long, short = _clean_hours_for_two()
+    long.state, long.region, long.planned_start = JobState.HELD, "a", T0  # due now
+    ds = by_job(plan([long, short], regions, capacity={"a": 8, "b": 8}))
+    assert ds["long"][-1].action == Action.START and ds["short"][-1].region == "b"
+    for name, sig in regions.items():  # forecasts that have been exact
+        regions[name] = sig.model_copy(update={"forecast_error_g_per_kwh": 0.0})
+    ds = by_job(plan([long, short], regions, capacity={"a": 8, "b": 8}))
+    assert ds["short"][-1].action == Action.START and ds["short"][-1].region == "a"
+    assert ds["long"][-1].planned_start == T0 + timedelta(hours=1)
+
+
 @pytest.mark.parametrize("chunk", [2, 5, 256])
 def test_interruptible_plans_committed_in_chunks_share_the_gpus(chunk, monkeypatch):
     # More interruptible jobs than one chunk, all wanting the same clean hours of two regions
