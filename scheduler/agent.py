@@ -148,7 +148,12 @@ class Agent:
         lookahead_s = settings.tick_s * settings.clock_speed + settings.start_slack_s
         planner: Planner
         if settings.planner == "carbon":
-            planner = CarbonPlanner(CarbonPlannerConfig(slot_s=settings.planner_slot_s))
+            planner = CarbonPlanner(
+                CarbonPlannerConfig(
+                    slot_s=settings.planner_slot_s,
+                    exact_max_jobs=settings.planner_exact_max_jobs,
+                )
+            )
         else:
             planner = WindowPlanner(lookahead_s=lookahead_s)
         power_source = (

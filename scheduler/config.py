@@ -211,6 +211,12 @@ class Settings(BaseSettings):
     planner_slot_s: float = Field(
         default=1800.0, gt=0, description="resolution of the carbon planner's schedule"
     )
+    planner_exact_max_jobs: int = Field(
+        default=60,
+        ge=0,
+        description="where GPUs run short, the carbon planner plans up to this many jobs "
+        "not yet started together, exactly; 0 turns it off (see deploy/docs/planner.md)",
+    )
     providers: dict[str, ProviderConfig] = Field(
         default_factory=lambda: {"replay": ReplayProviderConfig()}  # type: ignore[arg-type]
     )

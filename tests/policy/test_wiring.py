@@ -21,6 +21,18 @@ def test_agent_uses_the_configured_planner(tmp_path, name, cls):
         agent.store.close()
 
 
+def test_the_carbon_planner_takes_its_settings(tmp_path):
+    agent = make_agent(tmp_path, planner_slot_s=900, planner_exact_max_jobs=0)
+    try:
+        assert isinstance(agent.planner, CarbonPlanner)
+        assert agent.planner.config.slot_s == 900
+        assert agent.planner.config.exact_max_jobs == 0
+    finally:
+        agent.store.close()
+    with pytest.raises(ConfigError, match="planner_exact_max_jobs"):
+        load_settings(None, planner_exact_max_jobs=-1)
+
+
 def test_carbon_planner_is_the_default_and_typos_are_rejected():
     assert load_settings(None).planner == "carbon"
     with pytest.raises(ConfigError, match="planner"):
