@@ -54,9 +54,7 @@ def test_capacity_per_slot_keeps_a_job_out_of_the_slots_already_taken():
     res = solve([fixed("a", 0, 2, 5, gpus=2)], inten, capacity=taken)
     assert res.schedule["a"] == [(0, 2, 2)]
     assert res.per_job_g["a"] == pytest.approx(10.0)
-    assert solve([fixed("a", 0, 2, 5, gpus=1)], inten, capacity=taken).schedule["a"] == [
-        (0, 0, 2)
-    ]
+    assert solve([fixed("a", 0, 2, 5, gpus=1)], inten, capacity=taken).schedule["a"] == [(0, 0, 2)]
     with pytest.raises(ValidationError, match="capacity has shape"):
         solve([fixed("a", 0, 2, 5)], inten, capacity=np.ones((1, 3)))
 
