@@ -520,6 +520,13 @@ def _cleanest_regions(
     return regions[order[np.isfinite(costs[order])]].tolist()
 
 
+def _wanted(best: tuple[int, int, float], r: int, s: int, cost_g: float) -> tuple[int, int] | None:
+    """The job's own best plan where capacity made it take one dirtier by over 0.1 %."""
+    if s < 0 or (best[0], best[1]) == (r, s) or cost_g <= best[2] * 1.001 + _EPS:
+        return None
+    return best[0], best[1]
+
+
 @dataclass
 class _Plan:
     region_i: int
@@ -531,6 +538,9 @@ class _Plan:
     planned_at: datetime | None = None  # a kept plan's own planned start
     latest_start: datetime | None = None
     energy_kwh: float = 0.0
+    # (region, start) of the job's own best plan, where GPUs taken by others made it take
+    # a dirtier one
+    wanted: tuple[int, int] | None = None
 
 
 class CarbonPlanner:
@@ -806,6 +816,7 @@ class CarbonPlanner:
         plans: list[_Plan] = []
         displaced = False  # a job took a worse option for want of GPUs
         held_at: list[tuple[int, int] | None] = []
+        wanted: list[tuple[int, int, float]] = []  # each job's plan before GPUs were counted
         for i, job in enumerate(jobs):
             r, s = best_r_l[i], best_s_l[i]
             sums = sums_of[i]
@@ -845,6 +856,7 @@ class CarbonPlanner:
             dur = durs[i]
             g = job.spec.gpus
             held_at.append(prev)
+            wanted.append((r, s, float(sums[r, s]) * e))
             if limited and g:
                 if free[r, s : s + dur].min() < g:
                     displaced = True
@@ -872,6 +884,7 @@ class CarbonPlanner:
                     remaining_s=rem[i],
                     latest_start=job.deadline - timedelta(seconds=rem[i]),
                     energy_kwh=e * rem[i] / slot_s,
+                    wanted=_wanted(wanted[i], r, s, cost),
                 )
             )
         if (
@@ -897,6 +910,7 @@ class CarbonPlanner:
                 last,
                 d_slots,
                 held_at,
+                wanted,
                 sums_of,
                 power_kwh_per_slot,
             )
@@ -917,6 +931,7 @@ class CarbonPlanner:
         last_start: list[int],
         d_slots: np.ndarray,
         held_at: list[tuple[int, int] | None],
+        wanted: list[tuple[int, int, float]],
         sums_of: list[np.ndarray],
         power_kwh_per_slot: list[float],
     ) -> tuple[list[_Plan], np.ndarray] | None:
@@ -957,12 +972,14 @@ class CarbonPlanner:
             free[r, s : s + (math.ceil(d - _EPS) or 1)] -= job.spec.gpus
             e = power_kwh_per_slot[i]
             g = greedy[i]
+            cost = float(sums_of[i][r, s]) * e
             plans.append(
                 _Plan(
                     region_i=int(r),
                     start=int(s),
                     planned_at=job.planned_start if held_at[i] == (r, s) and s > 0 else None,
-                    cost_g=float(sums_of[i][r, s]) * e,
+                    cost_g=cost,
+                    wanted=_wanted(wanted[i], r, s, cost),
                     now_cost_g=g.now_cost_g,
                     remaining_s=g.remaining_s,
                     latest_start=g.latest_start,
@@ -1053,7 +1070,8 @@ class CarbonPlanner:
                 out.append(
                     mk(
                         action=Action.RELOCATE,
-                        reason=f"{region} is the cleanest allowed region now "
+                        reason=f"{region} is the cleanest allowed region "
+                        f"{'with free GPUs ' if plan.wanted else ''}now "
                         f"({mean:.0f} g/kWh over the run)",
                         at=now,
                         job_id=job.id,
@@ -1070,10 +1088,13 @@ class CarbonPlanner:
             elif (latest - now).total_seconds() < self.config.slot_s:
                 why = f"latest start {fmt_t(latest)} reached: starting to meet the deadline"
             else:
+                room = "" if plan.wanted is None else " with free GPUs"
                 why = (
-                    f"now is the cleanest start before the latest start {fmt_t(latest)}: "
-                    f"{mean:.0f} g/kWh over the run in {region}"
+                    f"now is the cleanest start{room} before the latest start "
+                    f"{fmt_t(latest)}: {mean:.0f} g/kWh over the run in {region}"
                 )
+            if plan.wanted is not None:
+                why += f"; {self._short_of(plan, grid, dur_s)}"
             out.append(
                 mk(
                     action=Action.START,
@@ -1094,7 +1115,8 @@ class CarbonPlanner:
             mk(
                 action=Action.HOLD,
                 reason=f"window {fmt_t(start_t)}-{fmt_t(end_t)[6:]} in {region} averages "
-                f"{mean:.0f} g/kWh vs {now_mean:.0f} now; latest start {fmt_t(latest)}",
+                f"{mean:.0f} g/kWh vs {now_mean:.0f} now; latest start {fmt_t(latest)}"
+                + ("" if plan.wanted is None else f"; {self._short_of(plan, grid, dur_s)}"),
                 at=now,
                 job_id=job.id,
                 region=region,
@@ -1106,6 +1128,18 @@ class CarbonPlanner:
             )
         )
         return out
+
+    @staticmethod
+    def _short_of(plan: _Plan, grid: Grid, dur_s: float) -> str:
+        """Why a job does not get its own best window: other jobs have its GPUs."""
+        assert plan.wanted is not None
+        r, s = plan.wanted
+        start = grid.at(s)
+        end = start + timedelta(seconds=dur_s)
+        return (
+            f"the cleaner window {fmt_t(start)}-{fmt_t(end)[6:]} in {grid.regions[r]} "
+            "is left to other jobs: not enough GPUs for all"
+        )
 
     # ---------------------------------------------------------------- interruptible
     def _plan_flexible(

@@ -208,6 +208,12 @@ def test_jobs_that_compete_for_a_clean_region_are_planned_together():
     greedy = CarbonPlanner(CFG.model_copy(update={"exact_max_jobs": 0}))
     ds = by_job(greedy.plan(snapshot([long, short], regions, capacity={"a": 8, "b": 8})))
     assert (ds["long"][-1].region, ds["short"][-1].region) == ("a", "b")
+    assert ds["short"][0].reason.startswith("b is the cleanest allowed region with free GPUs")
+    why = ds["short"][-1].reason  # the decision says why it is not in "a"
+    assert why.startswith("now is the cleanest start with free GPUs"), why
+    assert why.endswith("the cleaner window 06-03 00:00Z-01:00Z in a is left to other jobs: "
+                        "not enough GPUs for all"), why  # fmt: skip
+    assert "GPUs" not in ds["long"][-1].reason  # its own best
     # together: the short job runs in "a" now, the long one there in hours 1-2 (8 x 70
     # against 8 x 120 g-units)
     ds = by_job(plan([long, short], regions, capacity={"a": 8, "b": 8}))
@@ -215,6 +221,7 @@ def test_jobs_that_compete_for_a_clean_region_are_planned_together():
     [held] = ds["long"]
     assert held.action == Action.HOLD and held.region == "a"
     assert held.planned_start == T0 + timedelta(hours=1)
+    assert "window 06-03 00:00Z-02:00Z in a is left to other jobs" in held.reason, held.reason
 
 
 def test_planned_together_a_held_job_is_postponed_only_on_a_forecast_proven_exact():
