@@ -25,11 +25,11 @@ How a job is planned:
   A job whose best choice would overfill a region in any slot takes its next-best option
   that fits; an interruptible one moves to a region with room (its plan ends a slot before
   the deadline, unless it never pauses). Where that one-by-one placement made a job take a
-  worse option, the jobs not yet started (up to `exact_max_jobs`, not interruptible, on
-  forecasts not read through measured noise) are planned together exactly, with the
-  oracle's programme on the forecast and the GPUs left per slot; that plan is used when it
-  is proven optimal within `exact_time_limit_s` and cheaper. It places a small job in the
-  second-cleanest region when that keeps the cleanest one for a long job.
+  worse option, the jobs not yet started (up to `exact_max_jobs`, not interruptible) are
+  planned together exactly, with the oracle's programme on the forecast and the GPUs left
+  per slot; that plan is used when it is proven optimal within `exact_time_limit_s` and
+  cheaper. It places a small job in the second-cleanest region when that keeps the
+  cleanest one for a long job.
   A running job that no plan fits runs on; a paused
   one resumes while its GPUs are free. Pauses come first in the decisions, and no plan
   starts more GPUs now than a region has (`_fit_now`: starts kept least slack first).
@@ -887,16 +887,10 @@ class CarbonPlanner:
                     wanted=_wanted(wanted[i], r, s, cost),
                 )
             )
-        if (
-            limited
-            and displaced
-            and 2 <= n_j <= cfg.exact_max_jobs
-            and has_fresh.all()
-            and not noise_measured.any()
-        ):
+        if limited and displaced and 2 <= n_j <= cfg.exact_max_jobs and has_fresh.all():
             cap_left = np.repeat(grid.capacity[:, None], used.shape[1], axis=1) - used
-            # a held job is not postponed, as in the greedy pass, unless every region it
-            # may run in has a forecast that has proven exact
+            # a held plan the greedy pass keeps (see hysteresis) is not postponed either,
+            # unless every region the job may run in has a forecast that has proven exact
             last = [int(x) for x in ls]
             for i, held in enumerate(held_at):
                 if held is not None and not exact_forecast[allowed[i]].all():
