@@ -76,6 +76,9 @@ _ROUNDS = 8
 _CHUNK = 256  # interruptible plans solved together in the first pass
 _EPS = 1e-9
 _EXACT_FORECAST_FRACTION = 0.01  # measured error (of the mean) below which a forecast is exact
+# Largest joint exact plan: (region, start) options times the slots each covers. About
+# 100,000 are built and solved in about a second; larger ones are left to the greedy plan.
+_EXACT_MAX_TERMS = 100_000
 
 
 class CarbonPlannerConfig(BaseModel):
@@ -895,21 +898,24 @@ class CarbonPlanner:
             for i, held in enumerate(held_at):
                 if held is not None and not exact_forecast[allowed[i]].all():
                     last[i] = min(last[i], held[1])
-            exact = self._exact_fixed(
-                jobs,
-                plans,
-                ext,
-                cap_left,
-                allowed,
-                last,
-                d_slots,
-                held_at,
-                wanted,
-                sums_of,
-                power_kwh_per_slot,
-            )
-            if exact is not None:
-                plans, free = exact
+            # the programme's size: every (region, start) option times the slots it covers
+            terms = int(np.sum(allowed.sum(axis=1) * (np.array(last) + 1) * np.array(durs)))
+            if terms <= _EXACT_MAX_TERMS:
+                exact = self._exact_fixed(
+                    jobs,
+                    plans,
+                    ext,
+                    cap_left,
+                    allowed,
+                    last,
+                    d_slots,
+                    held_at,
+                    wanted,
+                    sums_of,
+                    power_kwh_per_slot,
+                )
+                if exact is not None:
+                    plans, free = exact
         if limited:
             finite = np.isfinite(grid.capacity)
             used[finite] = grid.capacity[finite, None] - free[finite]

@@ -224,6 +224,16 @@ def test_jobs_that_compete_for_a_clean_region_are_planned_together():
     assert "window 06-03 00:00Z-02:00Z in a is left to other jobs" in held.reason, held.reason
 
 
+def test_a_joint_plan_too_large_to_solve_in_a_tick_is_left_to_the_greedy_one(monkeypatch):
+    regions, long, short = _clean_hours_for_two()
+    monkeypatch.setattr(planner_module, "_EXACT_MAX_TERMS", 11)  # this one has 12 terms
+    ds = by_job(plan([long, short], regions, capacity={"a": 8, "b": 8}))
+    assert (ds["long"][-1].region, ds["short"][-1].region) == ("a", "b")
+    monkeypatch.setattr(planner_module, "_EXACT_MAX_TERMS", 12)
+    ds = by_job(plan([long, short], regions, capacity={"a": 8, "b": 8}))
+    assert (ds["long"][-1].region, ds["short"][-1].region) == ("a", "a")
+
+
 def test_planned_together_a_held_job_is_postponed_only_on_a_forecast_proven_exact():
     regions, long, short = _clean_hours_for_two()
     long.state, long.region, long.planned_start = JobState.HELD, "a", T0  # due now
