@@ -217,6 +217,11 @@ class Settings(BaseSettings):
         description="where GPUs run short, the carbon planner plans up to this many jobs "
         "not yet started together, exactly; 0 turns it off (see deploy/docs/planner.md)",
     )
+    planner_straight_relocatable: bool = Field(
+        default=True,
+        description="where GPUs run short, an interruptible job that may run in several "
+        "regions is planned as one run while every job still fits (see deploy/docs/planner.md)",
+    )
     providers: dict[str, ProviderConfig] = Field(
         default_factory=lambda: {"replay": ReplayProviderConfig()}  # type: ignore[arg-type]
     )

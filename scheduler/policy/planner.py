@@ -29,7 +29,10 @@ How a job is planned:
   planned together exactly, with the oracle's programme on the forecast and the GPUs left
   per slot; that plan is used when it is proven optimal within `exact_time_limit_s` and
   cheaper. It places a small job in the second-cleanest region when that keeps the
-  cleanest one for a long job.
+  cleanest one for a long job. Where GPUs are limited, an interruptible job that may run
+  in several regions (and is not paused) is planned the same way, as one run that is not
+  paused once started (`straight_relocatable`), unless that leaves some job no start by its
+  latest start: the whole plan is then made with pause-and-resume plans.
   A running job that no plan fits runs on; a paused
   one resumes while its GPUs are free. Pauses come first in the decisions, and no plan
   starts more GPUs now than a region has (`_fit_now`: starts kept least slack first).
@@ -124,6 +127,11 @@ class CarbonPlannerConfig(BaseModel):
     )
     exact_time_limit_s: float = Field(
         default=2.0, gt=0, description="time allowed for that exact plan per tick"
+    )
+    straight_relocatable: bool = Field(
+        default=True,
+        description="where GPUs run short, plan an interruptible job that may run in several "
+        "regions as one run, as long as every job still fits before its latest start",
     )
 
 
@@ -605,14 +613,52 @@ class CarbonPlanner:
         ext = np.concatenate([inten, pad], axis=1)
         cum = np.zeros((n_r, ext.shape[1] + 1))
         cum[:, 1:] = np.cumsum(ext, axis=1)
-        n_x = ext.shape[1]
         limited = bool(np.isfinite(grid.capacity).any())
-        used = np.zeros((n_r, n_x))
+        args = (snapshot, active, grid, ext, cum, n_t, noise_measured, exact_forecast)
+        if limited and any(self._straight(j, snapshot) for j in active):
+            decisions = self._decide(*args, straight=True)
+            if decisions is not None:
+                return decisions
+        out = self._decide(*args, straight=False)
+        assert out is not None
+        return out
+
+    def _straight(self, job: Job, snapshot: Snapshot) -> bool:
+        """Where GPUs are limited, an interruptible job that may run in several regions is
+        first planned as one run that is never paused (see `_decide`)."""
+        return (
+            self.config.straight_relocatable
+            and job.spec.interruptible
+            and job.state != JobState.SUSPENDED
+            and len(job_regions(job, snapshot.default_region)) > 1
+        )
+
+    def _decide(
+        self,
+        snapshot: Snapshot,
+        active: list[Job],
+        grid: Grid,
+        ext: np.ndarray,
+        cum: np.ndarray,
+        n_t: int,
+        noise_measured: np.ndarray,
+        exact_forecast: np.ndarray,
+        straight: bool,
+    ) -> list[Decision] | None:
+        """Decisions on the slot grid. With `straight`, the interruptible jobs `_straight`
+        picks are planned as jobs that run to the end once started; None if that leaves a
+        job no start by its latest start (the plan is then made with every interruptible
+        job paused and resumed as its own plan says)."""
+        slot_s = self.config.slot_s
+        now = snapshot.now
+        limited = bool(np.isfinite(grid.capacity).any())
+        used = np.zeros((len(grid.regions), ext.shape[1]))
+        as_run = {j.id for j in active if straight and self._straight(j, snapshot)}
 
         decisions: list[Decision] = []
         # Running jobs hold their GPUs (an interruptible one, those its plan runs in).
         for job in active:
-            if job.spec.interruptible:
+            if job.spec.interruptible and job.id not in as_run:
                 continue
             if job.state == JobState.RUNNING and job.spec.gpus and job.region in grid.index:
                 n = math.ceil(job.remaining_s / slot_s - _EPS)
@@ -621,7 +667,7 @@ class CarbonPlanner:
         fixed: list[Job] = []
         flexible: list[Job] = []
         for job in active:
-            if job.spec.interruptible:
+            if job.spec.interruptible and job.id not in as_run:
                 flexible.append(job)
             elif job.state in (JobState.PENDING, JobState.HELD):
                 fixed.append(job)
@@ -652,6 +698,10 @@ class CarbonPlanner:
             plans = self._plan_fixed(
                 fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_measured, exact_forecast
             )
+        if as_run and any(
+            p.start < 0 or (p.latest_start and grid.at(p.start) > p.latest_start) for p in plans
+        ):
+            return None  # GPUs too short for whole runs: pausing may fit the jobs in
         for job, plan in zip(fixed, plans, strict=True):
             decisions.extend(self._fixed_decisions(job, plan, grid, ext))
         fresh = [j for j in flexible if not _has_started(j)]
@@ -942,9 +992,8 @@ class CarbonPlanner:
         cfg = self.config
         short = any(p.start < 0 for p in greedy)
         greedy_g = math.inf if short else sum(p.cost_g for p in greedy)
-        n_x = ext.shape[1]
         # the same tie-break as the greedy pass: of equal plans, the earlier start
-        rows = ext + cfg.wait_tiebreak_fraction * float(np.mean(ext)) * np.arange(n_x)
+        rows = ext + cfg.wait_tiebreak_fraction * float(np.mean(ext)) * np.arange(ext.shape[1])
         ojs = []
         for i, job in enumerate(jobs):
             d = float(d_slots[i])

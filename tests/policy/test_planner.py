@@ -26,6 +26,8 @@ from .helpers import HOUR, T0, job, signal, snapshot, traces
 
 CFG = CarbonPlannerConfig(slot_s=HOUR, denoise=False)  # exact arithmetic in unit tests
 CFG_DEFAULT = CarbonPlannerConfig(slot_s=HOUR)
+# interruptible jobs that may relocate planned by their own pause-and-resume plans
+CFG_PAUSING = CFG.model_copy(update={"straight_relocatable": False})
 
 
 def plan(jobs, regions, **kw):
@@ -105,7 +107,8 @@ def test_an_interruptible_job_goes_where_there_is_room_when_the_cleanest_region_
     regions = {"a": signal("a", [100] * 8), "b": signal("b", [300] * 8)}
     busy = job("busy", 8, 8, state=JobState.RUNNING, run_s=1.0)  # holds a's only GPU
     j = job("j", 2, 6, interruptible=True, regions=["a", "b"], min_run_s=HOUR)
-    ds = by_job(plan([busy, j], regions, capacity={"a": 1, "b": 1}))["j"]
+    snap = snapshot([busy, j], regions, capacity={"a": 1, "b": 1})
+    ds = by_job(CarbonPlanner(CFG_PAUSING).plan(snap))["j"]
     assert ds[-1].action == Action.START and ds[-1].region == "b", ds
 
 
@@ -116,7 +119,8 @@ def test_a_job_not_started_may_use_the_slot_held_back_if_its_plan_never_pauses()
     regions = {"a": signal("a", [100] * 8), "b": signal("b", [300] * 8)}
     busy = job("busy", 2, 8, state=JobState.RUNNING, run_s=1.0)  # holds a's GPU 2 h
     j = job("j", 3, 5, interruptible=True, regions=["a", "b"], min_run_s=HOUR)
-    [d] = by_job(plan([busy, j], regions, capacity={"a": 1, "b": 1}))["j"]
+    snap = snapshot([busy, j], regions, capacity={"a": 1, "b": 1})
+    [d] = by_job(CarbonPlanner(CFG_PAUSING).plan(snap))["j"]
     assert d.action == Action.HOLD and d.region == "a", d
     assert d.planned_start == T0 + timedelta(hours=2)
 
@@ -224,6 +228,22 @@ def test_jobs_that_compete_for_a_clean_region_are_planned_together():
     assert "window 06-03 00:00Z-02:00Z in a is left to other jobs" in held.reason, held.reason
 
 
+def test_where_gpus_are_short_relocatable_interruptible_jobs_are_planned_as_runs():
+    regions, long, short = _clean_hours_for_two()
+    for j in (long, short):
+        j.spec.interruptible = True
+    ds = by_job(plan([long, short], regions, capacity={"a": 8, "b": 8}))
+    assert ds["short"][-1].action == Action.START and ds["short"][-1].region == "a"
+    [held] = ds["long"]  # one run after the short one, as if it could not be paused
+    assert held.action == Action.HOLD and held.planned_start == T0 + timedelta(hours=1)
+    assert held.reason.startswith("window "), held.reason
+    # its own pause-and-resume plan: it starts now in the clean region, the other goes to b
+    ds = by_job(CarbonPlanner(CFG_PAUSING).plan(snapshot([long, short], regions,
+                                                         capacity={"a": 8, "b": 8})))  # fmt: skip
+    assert ds["long"][-1].action == Action.START and ds["long"][-1].region == "a"
+    assert ds["short"][-1].region == "b"
+
+
 def test_a_joint_plan_too_large_to_solve_in_a_tick_is_left_to_the_greedy_one(monkeypatch):
     regions, long, short = _clean_hours_for_two()
     monkeypatch.setattr(planner_module, "_EXACT_MAX_TERMS", 11)  # this one has 12 terms
@@ -246,15 +266,17 @@ def test_planned_together_a_held_job_is_postponed_only_on_a_forecast_proven_exac
     assert ds["long"][-1].planned_start == T0 + timedelta(hours=1)
 
 
-@pytest.mark.parametrize("chunk", [2, 5, 256])
-def test_interruptible_plans_committed_in_chunks_share_the_gpus(chunk, monkeypatch):
+@pytest.mark.parametrize(("chunk", "straight"), [(2, False), (5, False), (256, False), (2, True)])
+def test_interruptible_plans_committed_in_chunks_share_the_gpus(chunk, straight, monkeypatch):
     # More interruptible jobs than one chunk, all wanting the same clean hours of two regions
-    # with 8 GPUs each: whatever the chunk size, every deadline is met and no slot overfills.
+    # with 8 GPUs each: whatever the chunk size, every deadline is met and no slot overfills,
+    # whether they are planned by their pause-and-resume plans or as runs.
     monkeypatch.setattr(planner_module, "_CHUNK", chunk)
     n = WARMUP_H + 48
     tr, fc = traces({"a": _smooth_trace((300, 150, 0), n), "b": _smooth_trace((320, 150, 2), n)})
     jobs = _jobs([(i % 4, 2 + i % 3, 8 + i % 5, [1, 2, 4][i % 3], True, 2) for i in range(12)])
-    res = simulate(CarbonPlanner(CFG_DEFAULT), tr, fc, jobs, capacity_gpus={"a": 8, "b": 8})
+    cfg = CFG_DEFAULT.model_copy(update={"straight_relocatable": straight})
+    res = simulate(CarbonPlanner(cfg), tr, fc, jobs, capacity_gpus={"a": 8, "b": 8})
     assert res.capacity_refusals == 0 and res.missed == 0
     use = np.zeros((2, n))
     for o in res.jobs:

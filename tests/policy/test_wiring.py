@@ -22,11 +22,17 @@ def test_agent_uses_the_configured_planner(tmp_path, name, cls):
 
 
 def test_the_carbon_planner_takes_its_settings(tmp_path):
-    agent = make_agent(tmp_path, planner_slot_s=900, planner_exact_max_jobs=0)
+    agent = make_agent(
+        tmp_path,
+        planner_slot_s=900,
+        planner_exact_max_jobs=0,
+        planner_straight_relocatable=False,
+    )
     try:
         assert isinstance(agent.planner, CarbonPlanner)
         assert agent.planner.config.slot_s == 900
         assert agent.planner.config.exact_max_jobs == 0
+        assert agent.planner.config.straight_relocatable is False
     finally:
         agent.store.close()
     with pytest.raises(ConfigError, match="planner_exact_max_jobs"):
