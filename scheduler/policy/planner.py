@@ -629,7 +629,9 @@ class CarbonPlanner:
         return (
             self.config.straight_relocatable
             and job.spec.interruptible
-            and job.state != JobState.SUSPENDED
+            # not one that is paused or queued again after a checkpoint: it resumes where
+            # its checkpoint is, by its own plan
+            and (job.state == JobState.RUNNING or not _has_started(job))
             and len(job_regions(job, snapshot.default_region)) > 1
         )
 

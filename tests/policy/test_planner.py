@@ -244,6 +244,13 @@ def test_where_gpus_are_short_relocatable_interruptible_jobs_are_planned_as_runs
     assert ds["short"][-1].region == "b"
 
 
+def test_a_job_queued_again_after_a_checkpoint_resumes_where_its_checkpoint_is():
+    regions = {"a": signal("a", [100] * 8), "b": signal("b", [300] * 8)}
+    j = job("j", 2, 6, interruptible=True, regions=["a", "b"], run_s=HOUR, region="b")
+    ds = by_job(plan([j], regions, capacity={"a": 8, "b": 8}))["j"]
+    assert [d.region for d in ds] == ["b"], ds  # not moved to the cleaner "a"
+
+
 def test_a_joint_plan_too_large_to_solve_in_a_tick_is_left_to_the_greedy_one(monkeypatch):
     regions, long, short = _clean_hours_for_two()
     monkeypatch.setattr(planner_module, "_EXACT_MAX_TERMS", 11)  # this one has 12 terms
