@@ -30,11 +30,11 @@ How a job is planned:
   per slot; that plan is used when it is proven optimal within `exact_time_limit_s` and
   cheaper. It places a small job in the second-cleanest region when that keeps the
   cleanest one for a long job. Where GPUs are limited, an interruptible job that may run
-  in several regions (and is not paused) is planned the same way, as one run that is not
-  paused once started (`straight_relocatable`), unless that leaves some job no start by its
-  latest start: the whole plan is then made with pause-and-resume plans.
-  A running job that no plan fits runs on; a paused
-  one resumes while its GPUs are free. Pauses come first in the decisions, and no plan
+  in several regions (not paused, nor queued again after a checkpoint) is planned the same
+  way, as one run that is not paused once started (`straight_relocatable`), unless that
+  leaves some job no start by its latest start: the whole plan is then made with
+  pause-and-resume plans. A running job that no plan fits runs on; a paused one resumes
+  while its GPUs are free. Pauses come first in the decisions, and no plan
   starts more GPUs now than a region has (`_fit_now`: starts kept least slack first).
 - **Hysteresis**: a held job keeps its planned (region, start) unless a new plan is cheaper
   by more than `hysteresis_fraction`; it is never postponed, and it starts when due. Where
