@@ -220,7 +220,7 @@ class Settings(BaseSettings):
     planner_straight_relocatable: bool = Field(
         default=True,
         description="where GPUs run short, an interruptible job that may run in several "
-        "regions is planned as one run while every job still fits (see deploy/docs/planner.md)",
+        "regions is planned as one run while such runs fit (see deploy/docs/planner.md)",
     )
     providers: dict[str, ProviderConfig] = Field(
         default_factory=lambda: {"replay": ReplayProviderConfig()}  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ How a job is planned:
   cleanest one for a long job. Where GPUs are limited, an interruptible job that may run
   in several regions (not paused, nor queued again after a checkpoint) is planned the same
   way, as one run that is not paused once started (`straight_relocatable`), unless that
-  leaves some job no start by its latest start: the whole plan is then made with
+  leaves one of them no start by its latest start: the whole plan is then made with
   pause-and-resume plans. A running job that no plan fits runs on; a paused one resumes
   while its GPUs are free. Pauses come first in the decisions, and no plan
   starts more GPUs now than a region has (`_fit_now`: starts kept least slack first).
@@ -131,7 +131,7 @@ class CarbonPlannerConfig(BaseModel):
     straight_relocatable: bool = Field(
         default=True,
         description="where GPUs run short, plan an interruptible job that may run in several "
-        "regions as one run, as long as every job still fits before its latest start",
+        "regions as one run, as long as such runs fit before their latest starts",
     )
 
 
@@ -648,8 +648,8 @@ class CarbonPlanner:
         straight: bool,
     ) -> list[Decision] | None:
         """Decisions on the slot grid. With `straight`, the interruptible jobs `_straight`
-        picks are planned as jobs that run to the end once started; None if that leaves a
-        job no start by its latest start (the plan is then made with every interruptible
+        picks are planned as jobs that run to the end once started; None if that leaves one
+        of them no start by its latest start (the plan is then made with every interruptible
         job paused and resumed as its own plan says)."""
         slot_s = self.config.slot_s
         now = snapshot.now
@@ -701,7 +701,9 @@ class CarbonPlanner:
                 fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_measured, exact_forecast
             )
         if as_run and any(
-            p.start < 0 or (p.latest_start and grid.at(p.start) > p.latest_start) for p in plans
+            p.start < 0 or (p.latest_start and grid.at(p.start) > p.latest_start)
+            for j, p in zip(fixed, plans, strict=True)
+            if j.id in as_run
         ):
             return None  # GPUs too short for whole runs: pausing may fit the jobs in
         for job, plan in zip(fixed, plans, strict=True):
