@@ -244,6 +244,19 @@ def test_where_gpus_are_short_relocatable_interruptible_jobs_are_planned_as_runs
     assert ds["short"][-1].region == "b"
 
 
+def test_where_no_run_fits_before_its_latest_start_the_job_is_planned_with_pauses():
+    # Region a's 2 GPUs go to job n in hours 2-3, b's GPU is busy; x needs 3 hours by hour 6:
+    # no run of 3 hours fits, but hours 0, 1 and 4 do.
+    regions = {"a": signal("a", [300, 300, 10, 10, 300, 300, 300, 300]), "b": signal("b", [9] * 8)}
+    busy = job("busy", 8, 8, state=JobState.RUNNING, run_s=1.0, regions=["b"])
+    n = job("n", 2, 8, gpus=2)
+    x = job("x", 3, 6, interruptible=True, regions=["a", "b"], min_run_s=HOUR)
+    ds = by_job(plan([busy, n, x], regions, capacity={"a": 2, "b": 1}))
+    assert ds["n"][-1].planned_start == T0 + timedelta(hours=2)
+    [d] = ds["x"]
+    assert d.action == Action.START and d.region == "a" and "3 slots in 2 run(s)" in d.reason, d
+
+
 def test_a_job_queued_again_after_a_checkpoint_resumes_where_its_checkpoint_is():
     regions = {"a": signal("a", [100] * 8), "b": signal("b", [300] * 8)}
     j = job("j", 2, 6, interruptible=True, regions=["a", "b"], run_s=HOUR, region="b")
