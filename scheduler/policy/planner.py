@@ -70,7 +70,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ValidationError
 from ..models import Action, Decision, Job, JobState, Snapshot
-from . import oracle
 from .window import expected_power_w
 
 BIG = 1e15
@@ -614,7 +613,7 @@ class CarbonPlanner:
         cum = np.zeros((n_r, ext.shape[1] + 1))
         cum[:, 1:] = np.cumsum(ext, axis=1)
         limited = bool(np.isfinite(grid.capacity).any())
-        args = (snapshot, active, grid, ext, cum, n_t, noise_measured, exact_forecast)
+        args = (snapshot, active, grid, ext, cum, n_t, noise_measured, exact_forecast, limited)
         if limited and any(self._straight(j, snapshot) for j in active):
             decisions = self._decide(*args, straight=True)
             if decisions is not None:
@@ -645,6 +644,7 @@ class CarbonPlanner:
         n_t: int,
         noise_measured: np.ndarray,
         exact_forecast: np.ndarray,
+        limited: bool,
         straight: bool,
     ) -> list[Decision] | None:
         """Decisions on the slot grid. With `straight`, the interruptible jobs `_straight`
@@ -653,7 +653,6 @@ class CarbonPlanner:
         job paused and resumed as its own plan says)."""
         slot_s = self.config.slot_s
         now = snapshot.now
-        limited = bool(np.isfinite(grid.capacity).any())
         used = np.zeros((len(grid.regions), ext.shape[1]))
         as_run = {j.id for j in active if straight and self._straight(j, snapshot)}
 
@@ -993,6 +992,9 @@ class CarbonPlanner:
         the forecast), where placing them one by one made some take a worse option. Used
         only when proven optimal within the time limit and cheaper than `greedy`; job i starts
         by `last_start[i]`."""
+        # imported here: scipy's solver loads only once GPUs run short, not at start-up
+        from . import oracle
+
         cfg = self.config
         short = any(p.start < 0 for p in greedy)
         greedy_g = math.inf if short else sum(p.cost_g for p in greedy)

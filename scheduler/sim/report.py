@@ -46,7 +46,7 @@ def table(suite: SuiteResult, title: str = "") -> str:
                 f"{'100.0%':>9s}  (time limit: {found}; shares of the bound are lower bounds)"
             )
     if not math.isnan(suite.online_g):
-        pct = 100 * (base - suite.online_g) / base if base else 0.0
+        pct = suite.online_saving_pct
         share = "" if math.isnan(suite.online_capture) else f"{100 * suite.online_capture:8.1f}%"
         lines.append(
             f"{'online optimum (MILP)':28s} {suite.online_g / 1000:12.2f} {pct:9.2f} "
@@ -98,12 +98,12 @@ def plots(
     pols = [n for n in suite.results if n != suite.reference]
     vals = [suite.saving_pct(n) for n in pols]
     bars = ax.bar(pols, vals, color=["tab:green" if n == "gridshift" else "tab:gray" for n in pols])
-    base = suite.results[suite.reference].emissions_g
     if not math.isnan(suite.oracle_best_g):
+        base = suite.results[suite.reference].emissions_g
         label = "oracle" if suite.oracle_exact else "oracle (solver bound)"
         ax.axhline(100 * (base - suite.oracle_best_g) / base, color="k", ls="--", label=label)
     if not math.isnan(suite.online_g):
-        ax.axhline(100 * (base - suite.online_g) / base, color="k", ls=":", label="online optimum")
+        ax.axhline(suite.online_saving_pct, color="k", ls=":", label="online optimum")
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
     ax.bar_label(bars, fmt="%.1f")

@@ -120,6 +120,12 @@ class SuiteResult:
         return self.saving(policy) / o if o > 1e-9 else float("nan")
 
     @property
+    def online_saving_pct(self) -> float:
+        """The online optimum's saving, in % of the reference's emissions (nan without one)."""
+        base = self.results[self.reference].emissions_g
+        return 100.0 * (base - self.online_g) / base if base else 0.0
+
+    @property
     def online_capture(self) -> float:
         """The share of the oracle's saving the online optimum reaches (nan without one)."""
         o = self.oracle_saving

@@ -221,8 +221,7 @@ def summarise(region: str, scen: str, fm: str, n: int, suite: SuiteResult, wall_
         line += f" (deadlines missed by {missed})"
     if not math.isnan(suite.online_g):
         # the online optimum: exact at each arrival, perfect intensity, jobs to come unknown
-        base = suite.results["run-now"].emissions_g
-        row["online_pct"] = 100 * (base - suite.online_g) / base
+        row["online_pct"] = suite.online_saving_pct
         row["online_capture"] = suite.capture_online("gridshift")
         line += (
             f"\n{'':12s} online optimum{'' if suite.online_exact else '~'} saves "
