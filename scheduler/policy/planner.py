@@ -40,9 +40,9 @@ How a job is planned:
   by more than `hysteresis_fraction`; it is never postponed, and it starts when due. Where
   a region's forecast is read through its measured noise, held jobs there are planned
   afresh at every tick. A new job starts now unless waiting saves more than `min_saving_fraction`.
-  An interruptible job's wait for its first start is charged, per slot,
-  `interruptible_wait_cost_fraction` of the spread of its slots' emissions, so the earlier
-  of nearly equal plans wins. A running
+  An interruptible job's wait for its first start is charged
+  `interruptible_wait_cost_fraction` of a slot per slot, so the earlier of nearly equal
+  plans wins. A running
   interruptible job is suspended only if the best plan that pauses beats the best plan that
   runs on. A started non-interruptible job is never touched.
 - **Forecast noise**: each forecast row is checked for the signature of independent errors,
@@ -113,11 +113,10 @@ class CarbonPlannerConfig(BaseModel):
         default=1e-5, ge=0, description="per-slot penalty that prefers earlier equal starts"
     )
     interruptible_wait_cost_fraction: float = Field(
-        default=0.2,
+        default=0.01,
         ge=0,
-        description="share of the spread (standard deviation) of an interruptible job's slot "
-        "emissions its plan is charged per slot it waits to start (the same per hour at any "
-        "slot length): the earlier of nearly equal plans wins",
+        description="share of a slot's emissions an interruptible job's plan is charged per "
+        "slot it waits to start: the earlier of nearly equal plans wins",
     )
     exact_max_jobs: int = Field(
         default=60,
@@ -374,18 +373,12 @@ class _IntJob:
 
 
 def solve_interruptible(
-    cost: np.ndarray,
-    jobs: list[_IntJob],
-    n_t: int,
-    wait_cost_fraction: float = 0.0,
-    tiebreak_fraction: float = 0.0,
+    cost: np.ndarray, jobs: list[_IntJob], n_t: int, wait_cost_fraction: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Exact plans for a batch of interruptible jobs.
 
     cost: (B, n_t) grams per slot of running (BIG where the slot may not be used); each
-    slot a job waits for its first start adds `wait_cost_fraction` of the standard deviation
-    of its usable slot costs, and `tiebreak_fraction` of their mean (so that a flat row
-    starts now).
+    slot a job waits for its first start adds `wait_cost_fraction` of its mean slot cost.
     Returns (value (B,) grams of the best plan from the job's state, run mask (B, n_t),
     first run slot (B,) or -1, value (B,) of the best plan that runs in slot 0).
     """
@@ -402,16 +395,11 @@ def solve_interruptible(
     # refund[b, s]: what the unused part of slot s saves when job b finishes in it; a block
     # started with k <= m work left finishes the job in slot t + k - 1
     k_end = np.arange(1, min(int(m.max()), kmax) + 1)
-    # Waiting to start is charged against the spread of the slots' costs, not their level:
-    # what a later start can save depends on how much the slots differ, so the same fraction
-    # is as strict on a flat grid as on one with deep daily dips.
+    # waiting to start costs `wait_cost_fraction` of a usable slot's mean cost per slot
     usable = cost < BIG / 2
-    n_use = np.maximum(usable.sum(axis=1), 1)
-    mean_cost = np.where(usable, cost, 0.0).sum(axis=1) / n_use
-    dev = np.where(usable, cost - mean_cost[:, None], 0.0)
-    sd_cost = np.sqrt((dev**2).sum(axis=1) / n_use)
+    mean_cost = np.where(usable, cost, 0.0).sum(axis=1) / np.maximum(usable.sum(axis=1), 1)
     wait_pen = np.zeros((b, kmax + 1))
-    wait_pen[:, 1:] = (wait_cost_fraction * sd_cost + tiebreak_fraction * mean_cost)[:, None]
+    wait_pen[:, 1:] = wait_cost_fraction * mean_cost[:, None]
     refund = np.zeros((b, n_t + kmax + 1))
     refund[:, :n_t] = np.where(cost < BIG / 2, spare[:, None] * cost, 0.0)
     refund_k = np.where(k_end[None, :, None] <= m[:, :, None], refund[:, None, :], 0.0)
@@ -1315,9 +1303,7 @@ class CarbonPlanner:
         def solve(batch: list[_IntJob]) -> tuple[np.ndarray, ...]:
             """A later batch, on the horizon its own deadlines need, widened back."""
             width = max(s.deadline_slot for s in batch)
-            v, r, f, c = solve_interruptible(
-                costs(batch, width), batch, width, wait_frac, cfg.wait_tiebreak_fraction
-            )
+            v, r, f, c = solve_interruptible(costs(batch, width), batch, width, wait_frac)
             wide = np.zeros((len(batch), horizon), dtype=bool)
             wide[:, :width] = r
             return v, wide, f, c
