@@ -614,11 +614,16 @@ class CarbonPlanner:
         cum[:, 1:] = np.cumsum(ext, axis=1)
         limited = bool(np.isfinite(grid.capacity).any())
         args = (snapshot, active, grid, ext, cum, n_t, noise_measured, exact_forecast, limited)
-        if limited and any(self._straight(j, snapshot) for j in active):
-            decisions = self._decide(*args, straight=True)
+        as_run = (
+            frozenset(j.id for j in active if self._straight(j, snapshot))
+            if limited
+            else frozenset()
+        )
+        if as_run:
+            decisions = self._decide(*args, as_run=as_run)
             if decisions is not None:
                 return decisions
-        out = self._decide(*args, straight=False)
+        out = self._decide(*args, as_run=frozenset())
         assert out is not None
         return out
 
@@ -645,16 +650,15 @@ class CarbonPlanner:
         noise_measured: np.ndarray,
         exact_forecast: np.ndarray,
         limited: bool,
-        straight: bool,
+        as_run: frozenset[str],
     ) -> list[Decision] | None:
-        """Decisions on the slot grid. With `straight`, the interruptible jobs `_straight`
-        picks are planned as jobs that run to the end once started; None if that leaves one
-        of them no start by its latest start (the plan is then made with every interruptible
-        job paused and resumed as its own plan says)."""
+        """Decisions on the slot grid. The interruptible jobs in `as_run` (ids, picked by
+        `_straight`) are planned as jobs that run to the end once started; None if that
+        leaves one of them no start by its latest start (the plan is then made with every
+        interruptible job paused and resumed as its own plan says)."""
         slot_s = self.config.slot_s
         now = snapshot.now
         used = np.zeros((len(grid.regions), ext.shape[1]))
-        as_run = {j.id for j in active if straight and self._straight(j, snapshot)}
 
         decisions: list[Decision] = []
         # Running jobs hold their GPUs (an interruptible one, those its plan runs in).
