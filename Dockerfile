@@ -21,7 +21,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_FIND_LINKS=/wheels
 WORKDIR /src
 COPY deploy/docker/wheels/ /wheels/
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY scheduler/ scheduler/
 COPY adapters/ adapters/
 RUN python3 -m venv /opt/gridshift \

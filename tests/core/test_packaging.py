@@ -1,5 +1,6 @@
 """`pip install .` in a clean virtual environment installs gridshift.scheduler and
-gridshift.adapters, and never the bare top-level names `scheduler` or `adapters`."""
+gridshift.adapters (with the bundled trace and the licence file), and never the bare
+top-level names `scheduler` or `adapters`."""
 
 import subprocess
 import sys
@@ -33,7 +34,10 @@ def test_clean_install_has_the_namespaced_packages_only(tmp_path):
             "assert u.find_spec('scheduler') is None, 'scheduler installed top-level';"
             "assert u.find_spec('adapters') is None, 'adapters installed top-level';"
             "from gridshift.scheduler.signals.replay import bundled_trace_path;"
-            "assert bundled_trace_path().is_file()",
+            "assert bundled_trace_path().is_file();"
+            "import importlib.metadata as m;"
+            "files = [str(f) for f in m.distribution('gridshift').files or []];"
+            "assert any(f.endswith('licenses/LICENSE') for f in files), 'no licence file'",
         ],
         capture_output=True,
         text=True,

@@ -58,14 +58,23 @@ def docker(*args: str, timeout: float = 300) -> tuple[int, str]:
 
 
 def build_context(dest: Path, wheelhouse: Path) -> None:
-    """The files the Dockerfile copies, and the wheels, in a fresh directory."""
+    """The files the Dockerfile copies (read from its COPY lines), and the wheels, in a
+    fresh directory."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("Dockerfile", "pyproject.toml", "README.md"):
-        shutil.copy2(REPO_ROOT / name, dest / name)
-    for name in ("scheduler", "adapters"):
-        shutil.copytree(REPO_ROOT / name, dest / name, ignore=ignore)
+    dockerfile = REPO_ROOT / "Dockerfile"
+    shutil.copy2(dockerfile, dest / "Dockerfile")
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if words[:1] != ["COPY"] or any(w.startswith("--") for w in words):
+            continue
+        for name in words[1:-1]:
+            src, out = REPO_ROOT / name, dest / name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, out, ignore=ignore)
+            else:
+                shutil.copy2(src, out)
     wheels = dest / "deploy" / "docker" / "wheels"
-    shutil.copytree(REPO_ROOT / "deploy" / "docker" / "wheels", wheels)
     for wheel in wheelhouse.glob("*.whl"):
         shutil.copy2(wheel, wheels / wheel.name)
 
