@@ -186,6 +186,7 @@ def summarise(region: str, scen: str, fm: str, n: int, suite: SuiteResult, wall_
     baselines = [p for p in suite.results if p not in ("gridshift", "run-now")]
     best = max(baselines, key=suite.saving)
     cap = suite.capture("gridshift")
+    run_now_g = suite.results["run-now"].emissions_g
     row = {
         "region": region,
         "scenario": scen,
@@ -198,7 +199,10 @@ def summarise(region: str, scen: str, fm: str, n: int, suite: SuiteResult, wall_
         "best": best,
         "best_pct": suite.saving_pct(best),
         "best_wait_h": suite.results[best].mean_wait_h,
-        "oracle_pct": 100 * suite.oracle_saving / suite.results["run-now"].emissions_g,
+        "baseline_pct": {p: suite.saving_pct(p) for p in baselines},
+        # a tie: within 0.5 % of the oracle's saving (in % of run-now emissions)
+        "tie_pct": 0.5 * np.nan_to_num(suite.oracle_saving) / run_now_g,
+        "oracle_pct": 100 * suite.oracle_saving / run_now_g,
         "oracle_exact": suite.oracle_exact,
         "baseline_missed": {
             p: suite.results[p].missed for p in baselines if suite.results[p].missed
@@ -231,6 +235,45 @@ def summarise(region: str, scen: str, fm: str, n: int, suite: SuiteResult, wall_
         )
     print(line, flush=True)
     return row
+
+
+def scoreboard(rows: list[dict]) -> str:
+    """The checks counted per forecast model, and gridshift against each baseline alone:
+    runs where it saves more, ties (within 0.5 % of the oracle's saving), saves less, and the
+    mean difference in points of run-now emissions."""
+    lines = []
+    for kind in ("single region", "relocation"):
+        by_fm: dict[str, list[dict]] = {}
+        for r in rows:
+            if (r["region"] in REGIONS) == (kind == "single region"):
+                by_fm.setdefault(r["forecast"], []).append(r)
+        for fm, rs in by_fm.items():
+            n = len(rs)
+            caps = [r["capture"] for r in rs if not math.isnan(r["capture"])]
+            wait_ok = sum(r["wait_h"] <= r["best_wait_h"] + 0.05 for r in rs)
+            lines.append(
+                f"{kind}, {fm}: {n} runs; share of the oracle's saving median "
+                f"{100 * float(np.median(caps)) if caps else math.nan:.1f} %, "
+                f">= 95 % in {sum(c >= 0.95 for c in caps)}, >= 80 % in "
+                f"{sum(c >= 0.80 for c in caps)}; never worse than run-now in "
+                f"{sum(r['never_worse'] for r in rs)}; no baseline better in "
+                f"{sum(r['beats_all'] for r in rs)}; wait <= the best baseline's in {wait_ok}"
+            )
+            names = sorted({p for r in rs for p in r["baseline_pct"]})
+            for p in names:
+                diffs = [
+                    (r["saving_pct"] - r["baseline_pct"][p], r["tie_pct"])
+                    for r in rs
+                    if p in r["baseline_pct"]
+                ]
+                more = sum(d > t for d, t in diffs)
+                less = sum(d < -t for d, t in diffs)
+                lines.append(
+                    f"    vs {p:26s} saves more in {more:2d}, ties {len(diffs) - more - less:2d}, "
+                    f"saves less in {less:2d} of {len(diffs):2d}; mean difference "
+                    f"{float(np.mean([d for d, _ in diffs])):+.2f} points"
+                )
+    return "\n".join(lines)
 
 
 def check(row: dict) -> str:
@@ -436,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         for group in args.groups:
             run_group(group, args, rows)
         fails = sum(1 for r in rows if "FAIL" in check(r))
+        print("\n" + scoreboard(rows))
         print(f"\n{len(rows)} runs, {fails} with a failed check; {time.perf_counter() - t0:.0f} s")
     return 0
 
