@@ -11,7 +11,8 @@ non-interruptible and interruptible (5 min checkpoint, 1 h minimum run). Each li
 saving vs running at submission, the share of the oracle's saving captured, the mean wait,
 the best baseline, and the checks: perfect >= 95 % of the oracle, 10 % noise >= 80 %,
 never worse than run-at-submission, not beaten by any baseline (a tie within 0.5 % of the
-oracle's saving counts as not beaten).
+oracle's saving counts as not beaten). At the end: the checks counted per forecast model,
+and gridshift against each baseline alone (runs it saves more, ties, saves less).
 
 Relocation runs put regions whose traces cover the same period together (the five EIA-930
 balancing areas of 2022; DE, GB and NO of 2023): every ML job may run in any of them, the
