@@ -18,6 +18,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +26,21 @@ from ..errors import ConfigError
 from .jobs import SCENARIOS
 
 FORECASTS = ("perfect", "noise5", "noise10", "noise20", "realistic", "historical")
+
+
+def _at_least(low: float, kind: type[int] | type[float] = int) -> Callable[[str], int | float]:
+    """An argparse type: a number of `kind` no smaller than `low`."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value >= low:  # NaN too
+            raise argparse.ArgumentTypeError(f"{text} must be at least {low:g}")
+        return value
+
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,12 +60,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--forecast-archive", help="issued forecasts (request_time,forecast_time,value)"
     )
     parser.add_argument("--policies", nargs="*", default=None, help="default: all")
-    parser.add_argument("--days", type=int, default=14, help="days of job submissions")
+    parser.add_argument("--days", type=_at_least(1), default=14, help="days of job submissions")
     parser.add_argument(
-        "--start-day", type=int, default=8, help="days after the trace start (history before)"
+        "--start-day",
+        type=_at_least(0),
+        default=8,
+        help="days after the trace start (history before)",
     )
-    parser.add_argument("--slot-s", type=float, default=3600.0, help="simulation resolution")
-    parser.add_argument("--capacity", type=int, default=None, help="GPUs in each region")
+    parser.add_argument(
+        "--slot-s", type=_at_least(60, float), default=3600.0, help="simulation resolution"
+    )
+    parser.add_argument("--capacity", type=_at_least(1), default=None, help="GPUs in each region")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-oracle", action="store_true", help="skip the MILP oracle")
     parser.add_argument(
@@ -70,6 +91,8 @@ def resolve_trace(name: str, data_dir: str | None) -> Path:
 
         return bundled_trace_path()
     if data_dir:
+        if not Path(data_dir).is_dir():
+            raise ConfigError(f"--data-dir {data_dir}: no such folder")
         matches = sorted(
             p
             for p in Path(data_dir).glob(f"{name.lower()}_*")

@@ -77,6 +77,30 @@ def test_simulate_unknown_trace_is_a_clear_error(capsys):
     assert "no trace 'nowhere'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--capacity", "-3", "--capacity: -3 must be at least 1"),
+        ("--days", "0", "--days: 0 must be at least 1"),
+        ("--slot-s", "0", "--slot-s: 0 must be at least 60"),
+        ("--slot-s", "nan", "--slot-s: nan must be at least 60"),
+        ("--start-day", "-1", "--start-day: -1 must be at least 0"),
+        ("--days", "two", "--days: 'two' is not a number"),
+    ],
+)
+def test_simulate_refuses_out_of_range_numbers(option, value, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", "bundled", option, value, "--quiet"])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_simulate_names_a_missing_data_dir(tmp_path, capsys):
+    missing = tmp_path / "traces"
+    assert main(["simulate", "de", "--data-dir", str(missing), "--quiet"]) == 1
+    assert f"--data-dir {missing}: no such folder" in capsys.readouterr().err
+
+
 def test_simulate_relocates_between_regions_with_capacity(shared_carbon, tmp_path, capsys):
     out = tmp_path / "report"
     args = ["simulate", "de", "no", "--data-dir", str(shared_carbon), "--scenario", "ml"]
