@@ -39,7 +39,8 @@ How a job is planned:
 - **Hysteresis**: a held job keeps its planned (region, start) unless a new plan is cheaper
   by more than `hysteresis_fraction`; it is never postponed, and it starts when due. Where
   a region's forecast is read through its measured noise, held jobs there are planned
-  afresh at every tick. A new job starts now unless waiting saves more than `min_saving_fraction`.
+  afresh at every tick, but postponed only for a gain above `noisy_postpone_fraction`
+  (3 %). A new job starts now unless waiting saves more than `min_saving_fraction`.
   An interruptible job's wait for its first start is charged
   `interruptible_wait_cost_fraction` of a slot per slot, so the earlier of nearly equal
   plans wins. A running
@@ -108,6 +109,12 @@ class CarbonPlannerConfig(BaseModel):
     )
     denoise_length_s: float = Field(
         default=3 * 3600.0, gt=0, description="time scale of the grid signal when smoothing"
+    )
+    noisy_postpone_fraction: float = Field(
+        default=0.03,
+        ge=0,
+        description="where a forecast is read through its measured noise, postpone a held "
+        "plan only for this much gain",
     )
     wait_tiebreak_fraction: float = Field(
         default=1e-5, ge=0, description="per-slot penalty that prefers earlier equal starts"
@@ -870,6 +877,7 @@ class CarbonPlanner:
         best_r_l, best_s_l, best_c_l = best_r.tolist(), best_s.tolist(), best_c.tolist()
         now_r_l, now_c_l, ls_l = now_r.tolist(), now_c.tolist(), ls.tolist()
         hyst, min_save = 1 + cfg.hysteresis_fraction, 1 + cfg.min_saving_fraction
+        postpone = 1 + cfg.noisy_postpone_fraction
         sums_of = [sums_by_d[k] for k in keys.tolist()]
         durs = [math.ceil(d - _EPS) or 1 for d in d_slots.tolist()]
         fresh_l = has_fresh.tolist()
@@ -882,6 +890,7 @@ class CarbonPlanner:
             sums = sums_of[i]
             e = power_kwh_per_slot[i]
             prev: tuple[int, int] | None = None
+            carried: tuple[int, int] | None = None  # a noisy held plan not postponed
             if not fresh_l[i]:
                 # fail open: no carbon preference, start now
                 r = int(np.nonzero(allowed[i])[0][0])
@@ -895,14 +904,20 @@ class CarbonPlanner:
                 # come, it starts. Where the forecast is read through its measured noise, the
                 # plan is made afresh at every tick instead: the estimate is the best there
                 # is, and the slot waited for, once measured, may prove dirtier than estimated.
+                # It is still postponed only for a gain above `noisy_postpone_fraction`: the
+                # cleanest of many noisy slots tends to be cleaner by the forecast than in fact.
                 held_region = grid.index.get(job.region or "", r)
-                if job.state == JobState.HELD and not noise_measured[held_region]:
+                if job.state == JobState.HELD:
                     prev = self._previous(job, grid, ls_l[i], allowed[i], snapshot.now)
-                    if prev is not None and (
-                        prev[1] == 0 or s > prev[1] or sums[prev] <= best_c_l[i] * hyst + _EPS
-                    ):
-                        r, s = prev
-                        kept = True
+                if prev is not None and noise_measured[held_region]:
+                    if s > prev[1] and sums[prev] <= best_c_l[i] * postpone + _EPS:
+                        r, s = carried = prev
+                    prev = None  # made afresh: neither the hysteresis nor the exact plan keep it
+                elif prev is not None and (
+                    prev[1] == 0 or s > prev[1] or sums[prev] <= best_c_l[i] * hyst + _EPS
+                ):
+                    r, s = prev
+                    kept = True
                 if s > 0:
                     planned = float(sums[r, s])
                     gain = now_c_l[i] - planned
@@ -933,7 +948,7 @@ class CarbonPlanner:
                 if s >= 0:
                     free[r, s : s + dur] -= g
             cost = float(sums[r, s]) * e if s >= 0 else float("nan")
-            keep_at = job.planned_start if s > 0 and prev is not None and (r, s) == prev else None
+            keep_at = job.planned_start if s > 0 and (r, s) in (prev, carried) else None
             plans.append(
                 _Plan(
                     region_i=r,

@@ -576,3 +576,24 @@ def test_a_due_plan_starts_on_a_clean_forecast_and_is_made_afresh_on_a_noisy_one
     # plan is kept
     [d] = planner.plan(snapshot([held], {"a": signal("a", noisy)}))
     assert d.action == Action.START
+
+
+@pytest.mark.parametrize(("later_dip", "kept"), [(0.99, True), (0.97, True), (0.9, False)])
+def test_a_noisy_held_plan_is_postponed_only_for_a_clear_gain(later_dip, kept):
+    # Planned for the dip at 3-6 h; a second dip at 14-17 h is 1, 3 or 10 % cleaner. The
+    # forecast is read through its measured noise, so the plan is made afresh, but the later
+    # dip wins only if it beats the plan by more than noisy_postpone_fraction (3 %).
+    vals = np.full(36, 300.0)
+    vals[3:7] = 200.0
+    vals[14:18] = 200.0 * later_dip
+    vals[1:] += 30.0 * np.where(np.arange(1, 36) % 2, 1.0, -1.0)
+    held = job("a", 1, 30, state=JobState.HELD)
+    held.planned_start = T0 + timedelta(hours=4)
+    regions = {"a": signal("a", vals, error_g=30.0)}
+    [d] = CarbonPlanner(CFG_DEFAULT).plan(snapshot([held], regions))
+    assert d.action == Action.HOLD
+    assert d.planned_start == T0 + timedelta(hours=4 if kept else 15)
+    # with no margin, any gain moves it
+    free = CarbonPlanner(CFG_DEFAULT.model_copy(update={"noisy_postpone_fraction": 0.0}))
+    [d] = free.plan(snapshot([held], regions))
+    assert d.planned_start == T0 + timedelta(hours=15)
