@@ -15,6 +15,7 @@ region (the regions taken in turn), and --capacity applies to each region.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -43,6 +44,32 @@ def _at_least(low: float, kind: type[int] | type[float] = int) -> Callable[[str]
     return parse
 
 
+def _share(text: str) -> float:
+    value = _at_least(0, float)(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
+    return value
+
+
+def _gpu_mix(text: str) -> tuple[int, ...]:
+    try:
+        mix = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: GPU counts separated by commas") from None
+    if any(g < 0 for g in mix):
+        raise argparse.ArgumentTypeError(f"{text!r}: GPU counts cannot be negative")
+    return mix
+
+
+GENERATOR = {
+    "arrivals_per_hour": "per_hour",
+    "mean_duration_h": "mean_duration_h",
+    "max_delay_h": "max_delay_h",
+    "interruptible_share": "interruptible_share",
+    "gpu_mix": "gpu_mix",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -54,13 +81,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("GRIDSHIFT_TRACE_DIR"),
         help="folder of traces to look region names up in (env GRIDSHIFT_TRACE_DIR)",
     )
-    parser.add_argument("--scenario", choices=SCENARIOS, default="nightly")
+    parser.add_argument(
+        "--scenario", choices=SCENARIOS, default=None, help="generated jobs (default: nightly)"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=Path,
+        default=None,
+        help="a job trace instead of a scenario: jobs as `gridshift list --json` prints them "
+        "(JSON array or JSON Lines), moved by whole days to --start-day",
+    )
+    gen = parser.add_argument_group("the 'mixed' scenario's generator")
+    gen.add_argument(
+        "--arrivals-per-hour", type=_at_least(1e-3, float), help="mean arrivals (Poisson; 2)"
+    )
+    gen.add_argument(
+        "--mean-duration-h", type=_at_least(0.01, float), help="mean duration (exponential; 3)"
+    )
+    gen.add_argument(
+        "--max-delay-h",
+        type=_at_least(0, float),
+        help="delay allowed past the duration, drawn uniformly up to this (12)",
+    )
+    gen.add_argument("--interruptible-share", type=_share, help="share of interruptible jobs (0.3)")
+    gen.add_argument(
+        "--gpu-mix", type=_gpu_mix, help="GPU counts drawn from, e.g. 1,1,2,4,8 (the default)"
+    )
     parser.add_argument("--forecast", choices=FORECASTS, default="perfect")
     parser.add_argument(
         "--forecast-archive", help="issued forecasts (request_time,forecast_time,value)"
     )
     parser.add_argument("--policies", nargs="*", default=None, help="default: all")
-    parser.add_argument("--days", type=_at_least(1), default=14, help="days of job submissions")
+    parser.add_argument(
+        "--days", type=_at_least(1), default=None, help="days of job submissions (14)"
+    )
     parser.add_argument(
         "--start-day",
         type=_at_least(0),
@@ -109,8 +163,28 @@ def resolve_trace(name: str, data_dir: str | None) -> Path:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    generator_flags = [flag for flag in GENERATOR if getattr(args, flag) is not None]
+    generator = {GENERATOR[flag]: getattr(args, flag) for flag in generator_flags}
+    if args.jobs is not None:
+        given = [
+            f"--{flag.replace('_', '-')}"
+            for flag in ("scenario", "days", *GENERATOR)
+            if getattr(args, flag) is not None
+        ]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)}: not with --jobs (the job trace is the scenario)"
+            )
+        if not args.jobs.is_file():
+            raise ConfigError(f"--jobs {args.jobs}: no such file")
+    else:
+        args.scenario = args.scenario or "nightly"
+        args.days = args.days or 14
+        if generator and args.scenario != "mixed":
+            flags = ", ".join(f"--{f.replace('_', '-')}" for f in generator_flags)
+            raise ConfigError(f"{flags}: only with --scenario mixed (the generated jobs)")
     try:
-        from .jobs import scenario_jobs, spread_home_regions
+        from .jobs import load_jobs, scenario_jobs, spread_home_regions
         from .report import plots, table
         from .suite import POLICIES, run_suite
         from .traces import DAY_S, RegionTrace, aligned_windows, make_forecast, region_trace
@@ -129,14 +203,40 @@ def run(args: argparse.Namespace) -> int:
         fulls[name] = region_trace(path, args.slot_s, name)
     regions = list(fulls)
     start_s = max(t.origin_s for t in fulls.values()) + args.start_day * DAY_S
-    span_d = args.start_day + args.days + 8
+    start = datetime.fromtimestamp(start_s, UTC)
+    if args.jobs is not None:
+        jobs, shift_d = load_jobs(args.jobs, start, regions, args.slot_s)
+        end_s = max(j.deadline.timestamp() for j in jobs)
+        # the trace must reach the last deadline
+        args.days = max(1, math.ceil((end_s - start_s) / DAY_S))
+        span_d = args.start_day + args.days
+        scenario = f"{args.jobs.name} (moved {shift_d:+d} days)"
+    else:
+        jobs = scenario_jobs(
+            args.scenario,
+            start,
+            args.days,
+            regions,
+            args.slot_s,
+            seed=args.seed,
+            generator=generator,
+        )
+        span_d = args.start_day + args.days + 8
+        scenario = args.scenario
+    needed_d = args.start_day + args.days
     if len(fulls) == 1:
         full = fulls[regions[0]]
         traces = {regions[0]: full.window(start_s - args.start_day * DAY_S, span_d)}
-        if len(traces[regions[0]]) * args.slot_s < (args.start_day + args.days) * DAY_S:
+        if len(traces[regions[0]]) * args.slot_s < needed_d * DAY_S:
             raise ConfigError(
                 f"{paths[0].name} covers {len(full) * args.slot_s / DAY_S:.1f} days; it needs "
-                f"{args.start_day + args.days} (use fewer --days or a smaller --start-day)"
+                f"{needed_d} ("
+                + (
+                    "the job trace runs that long after --start-day"
+                    if args.jobs is not None
+                    else "use fewer --days or a smaller --start-day"
+                )
+                + ")"
             )
     else:
         traces = aligned_windows(fulls, start_s - args.start_day * DAY_S, span_d)
@@ -148,15 +248,7 @@ def run(args: argparse.Namespace) -> int:
             matches = sorted(Path(args.data_dir).glob(f"{region}_*forecast*.csv"))
             found = matches[-1] if matches else None
         models[region] = make_forecast(args.forecast, trace, seed=args.seed + i, archive=found)
-    jobs = scenario_jobs(
-        args.scenario,
-        datetime.fromtimestamp(start_s, UTC),
-        args.days,
-        regions,
-        args.slot_s,
-        seed=args.seed,
-    )
-    if len(regions) > 1:
+    if len(regions) > 1 and args.jobs is None:
         jobs = spread_home_regions(jobs, regions)
     if not jobs:
         raise ConfigError("the scenario produced no jobs in that period; use more --days")
@@ -181,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
     )
     levels = ", ".join(f"{r} {v:.0f}" for r, v in thresholds.items())
     title = (
-        f"{', '.join(p.name for p in paths)}: {args.scenario}, {len(jobs)} jobs over "
+        f"{', '.join(p.name for p in paths)}: {scenario}, {len(jobs)} jobs over "
         f"{args.days} days, {args.forecast} forecast, threshold {levels} g/kWh"
         f"{'' if args.capacity is None else f', {args.capacity} GPUs per region'} "
         f"({time.perf_counter() - t0:.1f} s)"
@@ -192,7 +284,8 @@ def run(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "report.txt").write_text(text + "\n", encoding="utf-8")
         try:
-            written = plots(suite, traces, args.out, f"{'-'.join(regions)}_{args.scenario}")
+            stem = args.scenario or args.jobs.stem
+            written = plots(suite, traces, args.out, f"{'-'.join(regions)}_{stem}")
         except ImportError:
             raise ConfigError(
                 "the plots need matplotlib: pip install 'gridshift[sim]' (report.txt is written)"

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 
-from ..models import Job, JobSpec, JobState
+from ..errors import ConfigError
+from ..models import Job, JobSpec, JobState, UtcDatetime
+
+_UTC: TypeAdapter[datetime] = TypeAdapter(UtcDatetime)
 
 SCENARIOS = ("nightly", "ml", "ml-interruptible", "mixed")
 
@@ -207,8 +214,18 @@ def spread_home_regions(jobs: list[Job], regions: list[str]) -> list[Job]:
 
 
 def scenario_jobs(
-    name: str, start: datetime, days: int, regions: list[str], slot_s: float, seed: int = 0
+    name: str,
+    start: datetime,
+    days: int,
+    regions: list[str],
+    slot_s: float,
+    seed: int = 0,
+    generator: dict[str, Any] | None = None,
 ) -> list[Job]:
+    """The jobs of a named scenario; `generator` holds `generated_jobs`' options for
+    "mixed" (refused for the others, which have none)."""
+    if generator and name != "mixed":
+        raise ValueError(f"the generator's options apply to the 'mixed' scenario, not {name!r}")
     if name == "nightly":
         return nightly_jobs(start, days, regions)
     if name == "ml":
@@ -216,5 +233,108 @@ def scenario_jobs(
     if name == "ml-interruptible":
         return ml_jobs(start, days, regions, interruptible=True, seed=seed, slot_s=slot_s)
     if name == "mixed":
-        return generated_jobs(start, days, regions, slot_s=slot_s, seed=seed)
+        return generated_jobs(start, days, regions, slot_s=slot_s, seed=seed, **(generator or {}))
     raise ValueError(f"unknown scenario {name!r}; use one of {', '.join(SCENARIOS)}")
+
+
+def load_jobs(
+    path: Path,
+    start: datetime,
+    regions: list[str],
+    slot_s: float,
+    default_max_delay_s: float = 24 * 3600.0,
+) -> tuple[list[Job], int]:
+    """A job trace from a file, moved to the simulated period.
+
+    The file holds jobs as `gridshift list --json` prints them (a JSON array), or one such
+    object per line (JSON Lines). Each needs `submitted_at` and `spec`, the job spec as
+    submitted (`expected_duration_s`, `gpus`, `deadline` or `max_delay_s`, `interruptible`,
+    `checkpoint_cost_s`, `min_run_s`, `allowed_regions`, ...); a `deadline` beside them is
+    kept, and anything else a listed job carries (state, runs, emissions) is ignored: the
+    simulator replays each job from its submission. Jobs with no `allowed_regions` may run
+    in every simulated region; those with some keep the simulated ones among them. A job's
+    `region` (where it ran), if simulated, is its home: the baselines run it there.
+
+    The whole trace is moved by whole days so that its first submission falls on the day
+    of `start`, keeping each job's time of day and the gaps between jobs. A submission
+    between slots moves to the next slot boundary (its deadline too, where it would
+    otherwise leave less than the job's duration). Returns the jobs and the shift in days.
+    """
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    items: list[tuple[str, Any]]
+    try:
+        if stripped.startswith("["):
+            loaded = json.loads(text)
+            items = [(f"item {i + 1}", x) for i, x in enumerate(loaded)]
+        else:
+            items = [
+                (f"line {n}", json.loads(line))
+                for n, line in enumerate(text.splitlines(), 1)
+                if line.strip()
+            ]
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not JSON or JSON Lines ({exc})") from None
+    if not items:
+        raise ConfigError(f"{path}: no jobs")
+    parsed: list[tuple[str, dict[str, Any], JobSpec, datetime, datetime | None]] = []
+    for where, item in items:
+        if not isinstance(item, dict):
+            raise ConfigError(f"{path} {where}: a job must be a JSON object")
+        missing = [k for k in ("submitted_at", "spec") if item.get(k) is None]
+        if missing:
+            raise ConfigError(f"{path} {where}: {' and '.join(missing)} missing")
+        try:
+            spec = JobSpec.model_validate(item["spec"])
+            submitted = _UTC.validate_python(item["submitted_at"])
+            deadline = (
+                _UTC.validate_python(item["deadline"]) if item.get("deadline") is not None else None
+            )
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise ConfigError(f"{path} {where}: {loc + ': ' if loc else ''}{err['msg']}") from None
+        parsed.append((where, item, spec, submitted, deadline))
+    first = min(p[3] for p in parsed)
+    shift_days = (start.date() - first.astimezone(UTC).date()).days
+    shift = timedelta(days=shift_days)
+    jobs: list[Job] = []
+    seen: set[str] = set()
+    for i, (where, item, spec, submitted, deadline) in enumerate(parsed):
+        sub = _ceil(submitted + shift, slot_s)
+        # the job's own deadline (listed beside the spec, or in it), else its allowed delay
+        due = spec.resolve_deadline(submitted, default_max_delay_s) + shift
+        if deadline is not None:
+            due = deadline + shift
+        due = max(due, sub + timedelta(seconds=spec.expected_duration_s))
+        allowed = [r for r in spec.allowed_regions if r in regions] or (
+            [] if spec.allowed_regions else list(regions)
+        )
+        if not allowed:
+            raise ConfigError(
+                f"{path} {where}: allowed_regions {spec.allowed_regions} names none of the "
+                f"simulated regions ({', '.join(regions)})"
+            )
+        if item.get("region") in allowed:  # where it ran: its home, where baselines run it
+            allowed.remove(item["region"])
+            allowed.insert(0, item["region"])
+        jid = str(item["id"]) if item.get("id") else f"job-{i:05d}"
+        if jid in seen:
+            raise ConfigError(f"{path} {where}: job id {jid} is given twice")
+        seen.add(jid)
+        spec = spec.model_copy(
+            update={"allowed_regions": allowed, "deadline": due, "max_delay_s": None}
+        )
+        jobs.append(
+            Job(
+                id=jid,
+                spec=spec,
+                state=JobState.PENDING,
+                submitted_at=sub,
+                deadline=due,
+                region=allowed[0],
+                updated_at=sub,
+            )
+        )
+    jobs.sort(key=lambda j: j.submitted_at)
+    return jobs, shift_days
