@@ -256,7 +256,8 @@ def load_jobs(
     `region` (where it ran), if simulated, is its home: the baselines run it there.
 
     The whole trace is moved by whole days so that its first submission falls on the day
-    of `start`, keeping each job's time of day and the gaps between jobs. A submission
+    of `start` (the day after, where it would come before `start`), keeping each job's time
+    of day and the gaps between jobs. A submission
     between slots moves to the next slot boundary (its deadline too, where it would
     otherwise leave less than the job's duration). Returns the jobs and the shift in days.
     """
@@ -297,6 +298,8 @@ def load_jobs(
         parsed.append((where, item, spec, submitted, deadline))
     first = min(p[3] for p in parsed)
     shift_days = (start.date() - first.astimezone(UTC).date()).days
+    if first + timedelta(days=shift_days) < start:  # a trace that starts in the day
+        shift_days += 1
     shift = timedelta(days=shift_days)
     jobs: list[Job] = []
     seen: set[str] = set()

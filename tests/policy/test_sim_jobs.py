@@ -247,3 +247,20 @@ def test_simulate_refuses_bad_generator_values(option, value, message, capsys):
         main(["simulate", "bundled", "--scenario", "mixed", option, value, "--quiet"])
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_job_file_never_starts_before_the_simulated_start(tmp_path):
+    # a carbon trace that begins at 07:00: a job of 03:00 moves to 03:00 the day after
+    path = _write_lines(
+        tmp_path / "jobs.jsonl",
+        [
+            {
+                "submitted_at": "2025-03-03T03:00:00Z",
+                "spec": {"command": ["x"], "expected_duration_s": 60},
+            }
+        ],
+    )
+    start = START + timedelta(hours=7)
+    [job], shift_d = load_jobs(path, start, ["a"], HOUR)
+    assert job.submitted_at == START + timedelta(days=1, hours=3)
+    assert shift_d == (START.date() - datetime(2025, 3, 3).date()).days + 1
