@@ -42,13 +42,19 @@ def _job(
         min_run_s=min_run_s,
         allowed_regions=regions,
     )
+    return _pending(f"{prefix}-{i:05d}", spec, submitted)
+
+
+def _pending(job_id: str, spec: JobSpec, submitted: datetime) -> Job:
+    """A job just submitted, in the first region it allows, due by its spec's deadline."""
+    assert spec.deadline is not None
     return Job(
-        id=f"{prefix}-{i:05d}",
+        id=job_id,
         spec=spec,
         state=JobState.PENDING,
         submitted_at=submitted,
-        deadline=deadline,
-        region=regions[0],
+        deadline=spec.deadline,
+        region=spec.allowed_regions[0],
         updated_at=submitted,
     )
 
@@ -328,16 +334,6 @@ def load_jobs(
         spec = spec.model_copy(
             update={"allowed_regions": allowed, "deadline": due, "max_delay_s": None}
         )
-        jobs.append(
-            Job(
-                id=jid,
-                spec=spec,
-                state=JobState.PENDING,
-                submitted_at=sub,
-                deadline=due,
-                region=allowed[0],
-                updated_at=sub,
-            )
-        )
+        jobs.append(_pending(jid, spec, sub))
     jobs.sort(key=lambda j: j.submitted_at)
     return jobs, shift_days
