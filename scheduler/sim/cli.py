@@ -132,7 +132,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also solve the online optimum: exact at each arrival, jobs to come unknown",
     )
-    parser.add_argument("--out", type=Path, default=None, help="folder for report.txt and PNGs")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder for report.txt, jobs.csv and PNGs"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -185,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flags}: only with --scenario mixed (the generated jobs)")
     try:
         from .jobs import load_jobs, scenario_jobs, spread_home_regions
-        from .report import plots, table
+        from .report import jobs_csv, plots, table
         from .suite import POLICIES, run_suite
         from .traces import DAY_S, RegionTrace, aligned_windows, make_forecast, region_trace
     except ImportError as exc:  # scipy (the oracle) or matplotlib (the plots) missing
@@ -283,12 +285,14 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "report.txt").write_text(text + "\n", encoding="utf-8")
+        (args.out / "jobs.csv").write_text(jobs_csv(suite), encoding="utf-8")
         try:
             stem = args.scenario or args.jobs.stem
             written = plots(suite, traces, args.out, f"{'-'.join(regions)}_{stem}")
         except ImportError:
             raise ConfigError(
-                "the plots need matplotlib: pip install 'gridshift[sim]' (report.txt is written)"
+                "the plots need matplotlib: pip install 'gridshift[sim]' "
+                "(report.txt and jobs.csv are written)"
             ) from None
         for p in written:
             print(f"wrote {p}", file=sys.stderr)

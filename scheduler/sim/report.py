@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +58,56 @@ def table(suite: SuiteResult, title: str = "") -> str:
         )
     lines.extend(suite.notes)
     return "\n".join(lines)
+
+
+JOB_COLUMNS = (
+    "policy",
+    "job_id",
+    "region",
+    "submitted",
+    "first_start",
+    "end",
+    "deadline",
+    "wait_h",
+    "energy_kwh",
+    "emissions_g",
+    "saving_g",
+    "suspensions",
+    "missed",
+)
+
+
+def jobs_csv(suite: SuiteResult) -> str:
+    """Every job under every policy, one row each: where and when it ran, its emissions and
+    its saving against the reference policy (running at submission) for the same job."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(JOB_COLUMNS)
+    ref = {j.job_id: j.emissions_g for j in suite.results[suite.reference].jobs}
+
+    def iso(ts: float | None) -> str:
+        return "" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+    for name, res in suite.results.items():
+        for j in res.jobs:
+            out.writerow(
+                (
+                    name,
+                    j.job_id,
+                    j.region or "",
+                    iso(j.submitted_s),
+                    iso(j.first_start_s),
+                    iso(j.end_s),
+                    iso(j.deadline_s),
+                    f"{j.wait_s / 3600:.2f}",
+                    f"{j.energy_kwh:.4f}",
+                    f"{j.emissions_g:.1f}",
+                    f"{ref[j.job_id] - j.emissions_g:.1f}" if j.job_id in ref else "",
+                    j.suspensions,
+                    int(j.missed),
+                )
+            )
+    return buf.getvalue()
 
 
 def plots(

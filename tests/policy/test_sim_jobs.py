@@ -3,6 +3,7 @@ them) moved to the simulated period, and the generator's options."""
 
 from __future__ import annotations
 
+import csv
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -202,6 +203,22 @@ def test_simulate_replays_a_job_file(tmp_path, capsys):
         "us-ciso_week_savings.png",
     ]
     assert "gridshift" in capsys.readouterr().out
+    # one row per job and policy, adding up to the report's emissions
+    with (out / "jobs.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    policies = {r["policy"] for r in rows}
+    kg = {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines()[2:] if ln[:6] != "oracle"}
+    assert policies == set(kg) and len(policies) == 8
+    assert len(rows) == 6 * len(policies)
+    run_now_g = 1000 * kg["run-now"]
+    for name in policies:
+        mine = [r for r in rows if r["policy"] == name]
+        assert sum(float(r["emissions_g"]) for r in mine) == pytest.approx(1000 * kg[name], abs=10)
+        saved = sum(float(r["saving_g"]) for r in mine)
+        assert saved == pytest.approx(run_now_g - 1000 * kg[name], abs=10)
+    gs = [r for r in rows if r["policy"] == "gridshift"]
+    assert all(r["submitted"] <= r["first_start"] < r["end"] <= r["deadline"] for r in gs)
+    assert all(r["missed"] == "0" for r in gs)
 
 
 @pytest.mark.parametrize(
