@@ -71,6 +71,17 @@ def test_forecast_48h_half_hours_regional(uk_replica, clock):
     assert [p.start for p in window.points] == [NOON + i * HALF for i in (2, 3, 4)]
 
 
+def test_forecast_asked_on_a_half_hour_drops_the_period_that_just_ended(uk_replica, clock):
+    # `from` on the boundary: the API's first period is the half hour ending there
+    clock.set(NOON + HALF + timedelta(seconds=30))
+    provider = make(uk_replica, clock)
+    now = clock.now()
+    forecast = provider.forecast("11", now, now + timedelta(hours=48))
+    assert uk_replica.requests[-1].path == "/regional/intensity/2024-05-01T12:30Z/fw48h/regionid/11"
+    assert forecast.points[0].start == NOON + HALF
+    assert len(forecast.points) == 96
+
+
 def test_national_forecast_path_and_values(uk_replica, clock):
     provider = make(uk_replica, clock)
     now = clock.now()
