@@ -61,6 +61,11 @@ def _gpu_mix(text: str) -> tuple[int, ...]:
     return mix
 
 
+def _option(dest: str) -> str:
+    """The command-line spelling of an argument's name: gpu_mix -> --gpu-mix."""
+    return "--" + dest.replace("_", "-")
+
+
 GENERATOR = {
     "arrivals_per_hour": "per_hour",
     "mean_duration_h": "mean_duration_h",
@@ -169,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     generator = {GENERATOR[flag]: getattr(args, flag) for flag in generator_flags}
     if args.jobs is not None:
         given = [
-            f"--{flag.replace('_', '-')}"
+            _option(flag)
             for flag in ("scenario", "days", *GENERATOR)
             if getattr(args, flag) is not None
         ]
@@ -183,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         args.scenario = args.scenario or "nightly"
         args.days = args.days or 14
         if generator and args.scenario != "mixed":
-            flags = ", ".join(f"--{f.replace('_', '-')}" for f in generator_flags)
+            flags = ", ".join(_option(f) for f in generator_flags)
             raise ConfigError(f"{flags}: only with --scenario mixed (the generated jobs)")
     try:
         from .jobs import load_jobs, scenario_jobs, spread_home_regions

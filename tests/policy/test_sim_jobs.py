@@ -249,23 +249,6 @@ def test_simulate_refuses_options_that_do_not_go_together(tmp_path, args, messag
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("option", "value", "message"),
-    [
-        ("--gpu-mix", "1,x", "'1,x': GPU counts separated by commas"),
-        ("--gpu-mix", "2,-1", "GPU counts cannot be negative"),
-        ("--interruptible-share", "1.5", "1.5 must be between 0 and 1"),
-        ("--arrivals-per-hour", "0", "0 must be at least 0.001"),
-        ("--mean-duration-h", "-2", "-2 must be at least 0.01"),
-    ],
-)
-def test_simulate_refuses_bad_generator_values(option, value, message, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["simulate", "bundled", "--scenario", "mixed", option, value, "--quiet"])
-    assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
-
-
 def test_a_job_file_never_starts_before_the_simulated_start(tmp_path):
     # a carbon trace that begins at 07:00: a job of 03:00 moves to 03:00 the day after
     path = _write_lines(

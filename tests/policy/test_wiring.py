@@ -86,11 +86,17 @@ def test_simulate_unknown_trace_is_a_clear_error(capsys):
         ("--slot-s", "nan", "--slot-s: nan must be at least 60"),
         ("--start-day", "-1", "--start-day: -1 must be at least 0"),
         ("--days", "two", "--days: 'two' is not a number"),
+        # the 'mixed' scenario's generator
+        ("--gpu-mix", "1,x", "'1,x': GPU counts separated by commas"),
+        ("--gpu-mix", "2,-1", "GPU counts cannot be negative"),
+        ("--interruptible-share", "1.5", "1.5 must be between 0 and 1"),
+        ("--arrivals-per-hour", "0", "0 must be at least 0.001"),
+        ("--mean-duration-h", "-2", "-2 must be at least 0.01"),
     ],
 )
-def test_simulate_refuses_out_of_range_numbers(option, value, message, capsys):
+def test_simulate_refuses_bad_option_values(option, value, message, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["simulate", "bundled", option, value, "--quiet"])
+        main(["simulate", "bundled", "--scenario", "mixed", option, value, "--quiet"])
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
 
