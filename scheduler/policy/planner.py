@@ -33,9 +33,13 @@ How a job is planned:
   in several regions (not paused, nor queued again after a checkpoint) is planned the same
   way, as one run that is not paused once started (`straight_relocatable`), unless that
   leaves one of them no start by its latest start: the whole plan is then made with
-  pause-and-resume plans. A running job that no plan fits runs on; a paused one resumes
-  while its GPUs are free. Pauses come first in the decisions, and no plan
-  starts more GPUs now than a region has (`_fit_now`: starts kept least slack first).
+  pause-and-resume plans. Jobs not started that find no GPUs before their deadline (a
+  small job that may run in one region only, after larger ones took it) are placed again
+  ahead of the others, and that plan is kept if fewer jobs are then left without room
+  (while at most `repair_max_jobs` jobs are not started: it plans the tick twice). A
+  running job that no plan fits runs on; a paused one resumes while its GPUs are free.
+  Pauses come first in the decisions, and no plan starts more GPUs now than a region has
+  (`_fit_now`: starts kept least slack first).
 - **Hysteresis**: a held job keeps its planned (region, start) unless a new plan is cheaper
   by more than `hysteresis_fraction`; it is never postponed, and it starts when due. Where
   a region's forecast is read through its measured noise, held jobs there are planned
@@ -133,6 +137,12 @@ class CarbonPlannerConfig(BaseModel):
     )
     exact_time_limit_s: float = Field(
         default=2.0, gt=0, description="time allowed for that exact plan per tick"
+    )
+    repair_max_jobs: int = Field(
+        default=2000,
+        ge=0,
+        description="where jobs not started find no GPUs before their deadline, plan again "
+        "with them placed first, while at most this many jobs are not started (0: never)",
     )
     straight_relocatable: bool = Field(
         default=True,
@@ -626,13 +636,28 @@ class CarbonPlanner:
             if limited
             else frozenset()
         )
-        if as_run:
-            decisions = self._decide(*args, as_run=as_run)
-            if decisions is not None:
-                return decisions
-        out = self._decide(*args, as_run=frozenset())
-        assert out is not None
-        return out
+
+        def attempt(first: frozenset[str]) -> tuple[list[Decision], set[str]]:
+            starved: set[str] = set()
+            if as_run:
+                decisions = self._decide(*args, as_run=as_run, first=first, starved=starved)
+                if decisions is not None:
+                    return decisions, starved
+                starved.clear()
+            out = self._decide(*args, as_run=frozenset(), first=first, starved=starved)
+            assert out is not None
+            return out, starved
+
+        decisions, starved = attempt(frozenset())
+        waiting = sum(1 for j in active if not _has_started(j))
+        if limited and starved and waiting <= cfg.repair_max_jobs:
+            # Jobs that no GPUs are left for before their deadline are placed again ahead
+            # of the others (a job that may run in several regions, or later, then takes
+            # its next option); kept if fewer jobs are left without room.
+            again, still = attempt(frozenset(starved))
+            if len(still) < len(starved):
+                decisions = again
+        return decisions
 
     def _straight(self, job: Job, snapshot: Snapshot) -> bool:
         """Where GPUs are limited, an interruptible job that may run in several regions is
@@ -658,11 +683,18 @@ class CarbonPlanner:
         exact_forecast: np.ndarray,
         limited: bool,
         as_run: frozenset[str],
+        first: frozenset[str] = frozenset(),
+        starved: set[str] | None = None,
     ) -> list[Decision] | None:
         """Decisions on the slot grid. The interruptible jobs in `as_run` (ids, picked by
         `_straight`) are planned as jobs that run to the end once started; None if that
         leaves one of them no start by its latest start (the plan is then made with every
-        interruptible job paused and resumed as its own plan says)."""
+        interruptible job paused and resumed as its own plan says). Jobs not started whose
+        ids are in `first` are placed before the others not started (of those that must
+        start now, and of the rest); the ids of jobs not started that find no GPUs before
+        their deadline are added to `starved`."""
+        if starved is None:
+            starved = set()
         slot_s = self.config.slot_s
         now = snapshot.now
         used = np.zeros((len(grid.regions), ext.shape[1]))
@@ -685,18 +717,29 @@ class CarbonPlanner:
                 fixed.append(job)
             # running/suspended non-interruptible jobs are never touched
         due_s = now.timestamp() + slot_s
-        fixed.sort(key=lambda j: _placement_order(j, due_s))
+
+        def order(j: Job) -> tuple[bool, bool, int, float, float]:
+            later, priority, size, latest = _placement_order(j, due_s)
+            return (later, j.id not in first, priority, size, latest)
+
+        fixed.sort(key=order)
         # Interruptible jobs that have started (running or paused) are planned first, so
-        # the capacity a paused job will resume on is not given to jobs not yet started.
+        # the capacity a paused job will resume on is not given to jobs not yet started;
+        # then those not started that `first` puts ahead.
         started = [j for j in flexible if _has_started(j)]
         if started:
             decisions.extend(self._plan_flexible(started, grid, ext, used, limited, n_t, snapshot))
+        ahead = [j for j in flexible if j.id in first and not _has_started(j)]
+        if ahead:
+            decisions.extend(
+                self._plan_flexible(ahead, grid, ext, used, limited, n_t, snapshot, starved=starved)
+            )
         before = used.copy() if limited else used
         plans = self._plan_fixed(
             fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_measured, exact_forecast
         )
         # those that must start now come first in `fixed`
-        n_due = next((i for i, j in enumerate(fixed) if _placement_order(j, due_s)[0]), len(fixed))
+        n_due = next((i for i, j in enumerate(fixed) if order(j)[0]), len(fixed))
         if limited and any(
             p.start < 0 or (p.latest_start and grid.at(p.start) > p.latest_start)
             for p in plans[:n_due]
@@ -717,12 +760,26 @@ class CarbonPlanner:
         ):
             return None  # GPUs too short for whole runs: pausing may fit the jobs in
         for job, plan in zip(fixed, plans, strict=True):
+            if (
+                plan.latest_start is not None
+                and plan.latest_start >= now
+                and (plan.start < 0 or grid.at(plan.start) > plan.latest_start)
+            ):
+                starved.add(job.id)  # no GPUs left for it in time (it still had time)
             decisions.extend(self._fixed_decisions(job, plan, grid, ext))
-        fresh = [j for j in flexible if not _has_started(j)]
+        fresh = [j for j in flexible if j.id not in first and not _has_started(j)]
         if fresh:
             decisions.extend(
                 self._plan_flexible(
-                    fresh, grid, ext, used, limited, n_t, snapshot, largest_first=True
+                    fresh,
+                    grid,
+                    ext,
+                    used,
+                    limited,
+                    n_t,
+                    snapshot,
+                    largest_first=True,
+                    starved=starved,
                 )
             )
         if limited:
@@ -1226,7 +1283,11 @@ class CarbonPlanner:
         n_t: int,
         snapshot: Snapshot,
         largest_first: bool = False,
+        starved: set[str] | None = None,
     ) -> list[Decision]:
+        """Plans for interruptible jobs (see `solve_interruptible`), each taking the GPUs it
+        uses; the ids of jobs not started that find no GPUs before their deadline are added
+        to `starved`."""
         cfg = self.config
         slot_s = cfg.slot_s
         now = snapshot.now
@@ -1298,6 +1359,8 @@ class CarbonPlanner:
                 if np.any(short + g > grid.capacity[ri]):
                     if job.state != JobState.SUSPENDED:
                         out.append(self._no_capacity(job, grid, ri))
+                        if starved is not None and not _has_started(job):
+                            starved.add(job.id)
                     continue
                 used[ri, :k] += g
             out.extend(self._run_now(job, grid, ri))
@@ -1383,6 +1446,8 @@ class CarbonPlanner:
             g, ri, k = s.job.spec.gpus, s.region_i, s.k
             resume = s.state == 1 and used[ri, 0] + g <= grid.capacity[ri]
             run[b], value[b] = False, BIG
+            if starved is not None and s.state == 0:
+                starved.add(s.job.id)
             if s.state == 2 or resume:
                 used[ri, :k] += g
             if resume:

@@ -171,6 +171,30 @@ def test_when_gpus_are_short_the_jobs_due_now_go_smallest_first():
     assert ds["big"][-1].action == Action.HOLD and "no capacity" in ds["big"][-1].reason
 
 
+@pytest.mark.parametrize("interruptible", [False, True])
+def test_a_job_left_without_gpus_before_its_deadline_is_placed_again_first(interruptible):
+    # Region a has 2 GPUs. Placed largest first, the big job (which may also run in b)
+    # takes both for hours 0-3, and the small one, which may run only in a and must start
+    # by hour 2, finds none. Placed again ahead of it, the small job runs now and the big
+    # one waits an hour for a, or goes to b.
+    regions = {"a": signal("a", [100] * 12), "b": signal("b", [300] * 12)}
+    big = job("big", 4, 12, gpus=2, regions=["a", "b"])
+    small = job("small", 1, 3, interruptible=interruptible, min_run_s=HOUR)
+    snap = snapshot([big, small], regions, capacity={"a": 2, "b": 2})
+    no_joint = CFG.model_copy(update={"exact_max_jobs": 0})
+    ds = by_job(CarbonPlanner(no_joint).plan(snap))
+    assert ds["small"][-1].action == Action.START and ds["small"][-1].region == "a", ds
+    b = ds["big"][-1]
+    assert b.region == "b" or (
+        b.action == Action.HOLD and b.planned_start >= T0 + timedelta(hours=1)
+    )
+    # without the second placement the small job gets no GPUs before its latest start
+    off = no_joint.model_copy(update={"repair_max_jobs": 0})
+    s = by_job(CarbonPlanner(off).plan(snap))["small"][-1]
+    assert s.action == Action.HOLD, s
+    assert "no capacity" in s.reason or s.planned_start > small.latest_start, s
+
+
 def test_a_paused_job_keeps_the_gpus_it_will_resume_on():
     # One GPU; the paused job needs the clean hours 2-3 to finish by hour 5 (a slot held
     # back as GPUs are shared); a new job with more slack wants the same hours.
