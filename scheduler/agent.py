@@ -279,7 +279,11 @@ class Agent:
             saved = (
                 job.counterfactual_g - job.emissions_g if job.counterfactual_g is not None else None
             )
-            extra = f"; saved {saved:.1f} g against running at submission" if saved else ""
+            extra = (
+                f"; saved {saved:.1f} g against running at submission"
+                if saved is not None and abs(saved) >= 0.05
+                else ""
+            )
             return (
                 f"{job.state.value} (exit code {job.exit_code}); emitted "
                 f"{job.emissions_g:.1f} g{extra}"
@@ -506,6 +510,10 @@ class Agent:
             return
         job = self._account(job, now)
         run_s = job.run_s + self._stretch_s(job, now)
+        counterfactual_g = job.counterfactual_g
+        if counterfactual_g is not None and job.saving_is_estimate:
+            # estimated for the declared run time at submission; the job ran for run_s
+            counterfactual_g *= run_s / job.spec.expected_duration_s
         job = self.store.transition(
             job.id,
             target,
@@ -514,6 +522,7 @@ class Agent:
             ended_at=now,
             run_s=run_s,
             running_since=None,
+            counterfactual_g=counterfactual_g,
         )
         self._accounted_at.pop(job.id, None)
         if job.counterfactual_g is not None:

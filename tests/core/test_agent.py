@@ -76,6 +76,27 @@ def test_job_waits_for_the_cleanest_window_then_runs_and_finishes(tmp_path):
     assert "succeeded" in text
 
 
+def test_a_job_shorter_than_declared_saves_nothing_by_its_length_alone(tmp_path):
+    # Declared 2 h, due now, done in two minutes: the saving compares the two minutes it
+    # ran with the same two minutes at submission, not with two hours.
+    agent = make_agent(tmp_path)
+    agent.startup()
+    job = agent.submit(spec(expected_duration_s=2 * 3600), deadline_in_s=2 * 3600)
+    assert job.state == JobState.RUNNING and job.counterfactual_g
+    estimate_g = job.counterfactual_g
+    agent.clock.advance(120)
+
+    def finished():
+        agent.reconcile()
+        return agent.store.get_job(job.id).state == JobState.SUCCEEDED
+
+    wait_until(finished)
+    done = agent.store.get_job(job.id)
+    assert done.counterfactual_g == pytest.approx(estimate_g * done.run_s / 7200)
+    assert done.run_s < 7200 / 10
+    assert abs(done.counterfactual_g - done.emissions_g) < 0.05 * estimate_g
+
+
 def test_a_start_recorded_before_a_crash_is_carried_out_once(tmp_path):
     agent = make_agent(tmp_path)
     agent.startup()
