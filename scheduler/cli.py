@@ -324,6 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        rc = _run(argv)
+        sys.stdout.flush()  # a pipe's buffer: its error belongs here, not at exit
+        return rc
+    except BrokenPipeError:
+        # the reader went away (`gridshift list | head`): stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "cmd", None):
