@@ -243,6 +243,20 @@ def scenario_jobs(
     raise ValueError(f"unknown scenario {name!r}; use one of {', '.join(SCENARIOS)}")
 
 
+def _first_error(exc: ValidationError, field: str = "") -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"]) or field
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _time(item: dict[str, Any], key: str, where: str) -> datetime:
+    try:
+        return _UTC.validate_python(item[key])
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_first_error(exc, key)}") from None
+
+
 def load_jobs(
     path: Path,
     start: datetime,
@@ -291,16 +305,15 @@ def load_jobs(
         missing = [k for k in ("submitted_at", "spec") if item.get(k) is None]
         if missing:
             raise ConfigError(f"{path} {where}: {' and '.join(missing)} missing")
+        spec_data = item["spec"]
+        if isinstance(spec_data, dict) and "command" not in spec_data:
+            spec_data = {**spec_data, "command": ["true"]}  # a replay runs no command
         try:
-            spec = JobSpec.model_validate(item["spec"])
-            submitted = _UTC.validate_python(item["submitted_at"])
-            deadline = (
-                _UTC.validate_python(item["deadline"]) if item.get("deadline") is not None else None
-            )
+            spec = JobSpec.model_validate(spec_data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
-            raise ConfigError(f"{path} {where}: {loc + ': ' if loc else ''}{err['msg']}") from None
+            raise ConfigError(f"{path} {where}: {_first_error(exc)}") from None
+        submitted = _time(item, "submitted_at", f"{path} {where}")
+        deadline = _time(item, "deadline", f"{path} {where}") if item.get("deadline") else None
         parsed.append((where, item, spec, submitted, deadline))
     first = min(p[3] for p in parsed)
     shift_days = (start.date() - first.astimezone(UTC).date()).days

@@ -135,7 +135,16 @@ def test_the_listing_of_a_running_agent_replays_from_submission(tmp_path):
         ),
         (
             '{"submitted_at": "yesterday", "spec": {"command": ["x"], "expected_duration_s": 60}}',
-            "line 1: Input should be a valid datetime",
+            "line 1: submitted_at: Input should be a valid datetime",
+        ),
+        (
+            '{"submitted_at": "2025-01-01T00:00:00", "spec": {"expected_duration_s": 60}}',
+            "line 1: submitted_at: timestamp must carry a timezone",
+        ),
+        (
+            '{"submitted_at": "2025-01-01T00:00:00Z", "deadline": "2025-01-01T05:00:00", '
+            '"spec": {"expected_duration_s": 60}}',
+            "line 1: deadline: timestamp must carry a timezone",
         ),
         (
             '{"submitted_at": "2025-01-01T00:00:00Z", "spec": {"command": ["x"], '
@@ -157,6 +166,17 @@ def test_a_bad_job_file_says_where(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
         load_jobs(path, START, ["de"], HOUR)
     assert message in str(err.value)
+
+
+def test_a_hand_written_job_needs_no_command(tmp_path):
+    # a replay runs no command, so a job trace written by hand may leave it out
+    path = _write_lines(
+        tmp_path / "jobs.jsonl",
+        [{"submitted_at": "2025-01-01T10:00:00Z", "spec": {"expected_duration_s": 2 * HOUR}}],
+    )
+    [job], _ = load_jobs(path, START, ["de"], HOUR)
+    assert job.spec.expected_duration_s == 2 * HOUR
+    assert job.deadline - job.submitted_at == timedelta(hours=26)  # the default 24 h delay
 
 
 def test_the_generator_takes_its_options_for_the_mixed_scenario_only():
