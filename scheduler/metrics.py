@@ -35,7 +35,7 @@ def decision_cause(reason: str) -> str:
     """A bounded label value for a free-text decision reason: its leading words, cut before
     the first figure, time, colon or parenthesis (where the unbounded detail starts).
 
-    "latest start 2026-06-01 12:00Z reached: ..." -> "latest start";
+    "latest start 2026-06-01 12:00Z has passed: ..." -> "latest start";
     "waiting until 2026-06-01 13:00Z: ..." -> "waiting until".
     """
     head = " ".join(_CAUSE_CUT.split(reason, maxsplit=1)[0].split())

@@ -1217,7 +1217,8 @@ class CarbonPlanner:
             if not grid.fresh[plan.region_i]:
                 why = _fail_open(grid, region)
             elif (latest - now).total_seconds() < self.config.slot_s:
-                why = f"latest start {fmt_t(latest)} reached: starting to meet the deadline"
+                when = "has passed" if latest <= now else "is less than a slot away"
+                why = f"latest start {fmt_t(latest)} {when}: starting to meet the deadline"
             else:
                 room = "" if plan.wanted is None else " with free GPUs"
                 why = (

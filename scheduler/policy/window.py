@@ -111,8 +111,9 @@ class WindowPlanner:
         if (latest - now).total_seconds() <= self.lookahead_s:
             return Decision(
                 action=Action.START,
-                reason=f"latest start {latest:%Y-%m-%d %H:%M}Z reached: starting to meet the "
-                f"deadline {job.deadline:%Y-%m-%d %H:%M}Z",
+                reason=f"latest start {latest:%Y-%m-%d %H:%M}Z "
+                f"{'has passed' if latest <= now else 'comes before the next tick'}: starting "
+                f"to meet the deadline {job.deadline:%Y-%m-%d %H:%M}Z",
                 **base,
             )
         if region not in cache:

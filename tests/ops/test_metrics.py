@@ -138,7 +138,11 @@ def test_every_metric_is_documented_for_operators() -> None:
 @pytest.mark.parametrize(
     ("reason", "cause"),
     [
-        ("latest start 2026-06-01 12:00Z reached: starting to meet the deadline", "latest start"),
+        (
+            "latest start 2026-06-01 12:00Z has passed: starting to meet the deadline",
+            "latest start",
+        ),
+        ("latest start 06-01 12:00Z is less than a slot away: starting", "latest start"),
         ("waiting for the window 2026-06-01 12:00Z-13:00Z (210 g/kWh)", "waiting for the window"),
         ("waiting until 2026-06-02 03:30Z: 180 g/kWh vs 320 now", "waiting until"),
         ("no signal for local: running now (fail open)", "no signal for local"),
