@@ -139,7 +139,7 @@ class CarbonPlannerConfig(BaseModel):
         default=2.0, gt=0, description="time allowed for that exact plan per tick"
     )
     repair_max_jobs: int = Field(
-        default=2000,
+        default=500,
         ge=0,
         description="where jobs not started find no GPUs before their deadline, plan again "
         "with them placed first, while at most this many jobs are not started (0: never)",
@@ -568,6 +568,7 @@ class _Plan:
     # (region, start) of the job's own best plan, where GPUs taken by others made it take
     # a dirtier one
     wanted: tuple[int, int] | None = None
+    late: bool = False  # no GPUs before its latest start, which had not passed
 
 
 class CarbonPlanner:
@@ -649,8 +650,7 @@ class CarbonPlanner:
             return out, starved
 
         decisions, starved = attempt(frozenset())
-        waiting = sum(1 for j in active if not _has_started(j))
-        if limited and starved and waiting <= cfg.repair_max_jobs:
+        if starved and sum(1 for j in active if not _has_started(j)) <= cfg.repair_max_jobs:
             # Jobs that no GPUs are left for before their deadline are placed again ahead
             # of the others (a job that may run in several regions, or later, then takes
             # its next option); kept if fewer jobs are left without room.
@@ -722,7 +722,7 @@ class CarbonPlanner:
             later, priority, size, latest = _placement_order(j, due_s)
             return (later, j.id not in first, priority, size, latest)
 
-        fixed.sort(key=order)
+        fixed.sort(key=order if first else lambda j: _placement_order(j, due_s))
         # Interruptible jobs that have started (running or paused) are planned first, so
         # the capacity a paused job will resume on is not given to jobs not yet started;
         # then those not started that `first` puts ahead.
@@ -739,7 +739,7 @@ class CarbonPlanner:
             fixed, grid, ext, cum, used, limited, n_t, snapshot, noise_measured, exact_forecast
         )
         # those that must start now come first in `fixed`
-        n_due = next((i for i, j in enumerate(fixed) if order(j)[0]), len(fixed))
+        n_due = next((i for i, j in enumerate(fixed) if _placement_order(j, due_s)[0]), len(fixed))
         if limited and any(
             p.start < 0 or (p.latest_start and grid.at(p.start) > p.latest_start)
             for p in plans[:n_due]
@@ -760,12 +760,8 @@ class CarbonPlanner:
         ):
             return None  # GPUs too short for whole runs: pausing may fit the jobs in
         for job, plan in zip(fixed, plans, strict=True):
-            if (
-                plan.latest_start is not None
-                and plan.latest_start >= now
-                and (plan.start < 0 or grid.at(plan.start) > plan.latest_start)
-            ):
-                starved.add(job.id)  # no GPUs left for it in time (it still had time)
+            if plan.late:
+                starved.add(job.id)
             decisions.extend(self._fixed_decisions(job, plan, grid, ext))
         fresh = [j for j in flexible if j.id not in first and not _has_started(j)]
         if fresh:
@@ -883,6 +879,7 @@ class CarbonPlanner:
                 for j, r in zip(jobs, rem, strict=True)
             ]
         )
+        in_time = ls >= 0  # the latest start has not passed
         ls = np.clip(ls, 0, n_t - 1)
         allowed = np.zeros((n_j, n_r), dtype=bool)
         has_fresh = np.zeros(n_j, dtype=bool)
@@ -1048,6 +1045,8 @@ class CarbonPlanner:
         if limited:
             finite = np.isfinite(grid.capacity)
             used[finite] = grid.capacity[finite, None] - free[finite]
+            for i, p in enumerate(plans):
+                p.late = bool(in_time[i]) and (p.start < 0 or p.start > ls[i])
         return plans
 
     def _exact_fixed(
