@@ -77,6 +77,28 @@ def _points_s(t0_s: float, slot_s: float, vals: np.ndarray) -> list[tuple[float,
     return [(t0_s + i * slot_s, t0_s + (i + 1) * slot_s, float(v)) for i, v in enumerate(vals)]
 
 
+class Progress:
+    """Progress on standard error: one line rewritten in place on a terminal; elsewhere (a
+    log, a pipe) a line at each quarter, so captured output stays short."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self._next_pct = 0.0
+
+    def show(self, pct: float, text: str | None = None) -> None:
+        text = text or f"{pct:5.1f}%"
+        if self.tty:
+            print(f"\r  {self.label}: {text}", end="", file=sys.stderr, flush=True)
+        elif pct >= self._next_pct:
+            print(f"  {self.label}: {text}", file=sys.stderr, flush=True)
+            self._next_pct = 25.0 * (pct // 25.0 + 1)
+
+    def done(self, text: str = "done") -> None:
+        line = f"  {self.label}: {text}"
+        print(f"\r{line}   " if self.tty else line, file=sys.stderr, flush=True)
+
+
 def _fresh_copy(job: Job) -> Job:
     return job.model_copy(deep=True)
 
@@ -134,6 +156,7 @@ def simulate(
     report_every = max(1, (t_end - t) // 50)
     start_t = t
     skills = {name: ForecastSkill() for name in names}
+    bar = Progress(f"{policy_name or 'policy'} / {forecast_name}")
     scored = max(0, t - int(warmup_s // slot_s))  # next slot whose forecasts are scored
 
     def score_until(t_now: int) -> None:
@@ -258,15 +281,10 @@ def simulate(
                 j.state = JobState.SUCCEEDED
                 o.end_s = now_s + dt
         if progress and (t - start_t) % report_every == 0:
-            pct = 100.0 * (t - start_t) / max(1, t_end - start_t)
-            print(
-                f"\r  {policy_name or 'policy'} / {forecast_name}: {pct:5.1f}%",
-                end="",
-                file=sys.stderr,
-            )
+            bar.show(100.0 * (t - start_t) / max(1, t_end - start_t))
         t += 1
     if progress:
-        print(f"\r  {policy_name or 'policy'} / {forecast_name}: done   ", file=sys.stderr)
+        bar.done()
     return SimResult(
         policy=policy_name,
         forecast=forecast_name,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +22,7 @@ from ..policy.baselines import (
 )
 from ..policy.planner import CarbonPlanner, CarbonPlannerConfig
 from ..policy.window import expected_power_w
-from .engine import SimResult, simulate
+from .engine import Progress, SimResult, simulate
 from .traces import ForecastModel, RegionTrace
 
 POLICIES = (
@@ -138,9 +138,16 @@ class SuiteResult:
         return self.saving(policy) / o if o > 1e-9 else float("nan")
 
 
-def _online_progress(done: int, total: int) -> None:
-    end = "\n" if done == total else ""
-    print(f"\r  online optimum: {done}/{total} solves", end=end, file=sys.stderr, flush=True)
+def _online_progress() -> Callable[[int, int], None]:
+    bar = Progress("online optimum")
+
+    def show(done: int, total: int) -> None:
+        if done == total:
+            bar.done(f"{done}/{total} solves")
+        else:
+            bar.show(100.0 * done / total, f"{done}/{total} solves")
+
+    return show
 
 
 def _cap(value: int | None) -> float:
@@ -204,7 +211,7 @@ def run_suite(
                 inten,
                 cap,
                 online_time_limit_s,
-                _online_progress if progress else None,
+                _online_progress() if progress else None,
             )
         except ValidationError as exc:
             suite.notes.append(f"no online optimum: {exc}")

@@ -11,7 +11,7 @@ import pytest
 from gridshift.scheduler.errors import ConfigError
 from gridshift.scheduler.policy.baselines import RunNow
 from gridshift.scheduler.policy.planner import CarbonPlanner, CarbonPlannerConfig
-from gridshift.scheduler.sim.engine import simulate
+from gridshift.scheduler.sim.engine import Progress, simulate
 from gridshift.scheduler.sim.jobs import (
     generated_jobs,
     ml_jobs,
@@ -163,3 +163,20 @@ def test_relocating_interruptible_jobs_under_shared_capacity_meets_every_deadlin
     assert res.missed == 0, [o.job_id for o in res.jobs if o.missed]
     assert res.capacity_refusals == 0
     assert {o.region for o in res.jobs} > {"us-bpat"}  # the clean region alone is too small
+
+
+def test_progress_in_a_log_is_a_line_a_quarter(capsys):
+    # standard error is not a terminal here, as in a log or a CI job
+    bar = Progress("gridshift / perfect")
+    for pct in range(100):
+        bar.show(float(pct))
+    bar.done()
+    lines = capsys.readouterr().err.splitlines()
+    assert "\r" not in "".join(lines)
+    assert lines == [
+        "  gridshift / perfect:   0.0%",
+        "  gridshift / perfect:  25.0%",
+        "  gridshift / perfect:  50.0%",
+        "  gridshift / perfect:  75.0%",
+        "  gridshift / perfect: done",
+    ]
