@@ -36,7 +36,8 @@ def _at_least(low: float, kind: type[int] | type[float] = int) -> Callable[[str]
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         if not value >= low:  # NaN too
             raise argparse.ArgumentTypeError(f"{text} must be at least {low:g}")
         return value
@@ -147,6 +148,8 @@ def resolve_trace(name: str, data_dir: str | None) -> Path:
     path = Path(name)
     if path.is_file():
         return path
+    if path.suffix.lower() in (".csv", ".gz") or "/" in name:
+        raise ConfigError(f"{name}: no such file")
     if name == "bundled":
         from ..signals.replay import bundled_trace_path
 

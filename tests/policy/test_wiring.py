@@ -72,9 +72,12 @@ def test_simulate_command_writes_a_report(tmp_path, capsys):
     assert "run-now" in capsys.readouterr().out
 
 
-def test_simulate_unknown_trace_is_a_clear_error(capsys):
+def test_simulate_unknown_trace_is_a_clear_error(tmp_path, capsys):
     assert main(["simulate", "nowhere", "--quiet"]) == 1
     assert "no trace 'nowhere'" in capsys.readouterr().err
+    missing = tmp_path / "nope.csv"
+    assert main(["simulate", str(missing), "--quiet"]) == 1
+    assert f"{missing}: no such file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -85,7 +88,9 @@ def test_simulate_unknown_trace_is_a_clear_error(capsys):
         ("--slot-s", "0", "--slot-s: 0 must be at least 60"),
         ("--slot-s", "nan", "--slot-s: nan must be at least 60"),
         ("--start-day", "-1", "--start-day: -1 must be at least 0"),
-        ("--days", "two", "--days: 'two' is not a number"),
+        ("--days", "two", "--days: 'two' is not a whole number"),
+        ("--days", "2.5", "--days: '2.5' is not a whole number"),
+        ("--mean-duration-h", "long", "--mean-duration-h: 'long' is not a number"),
         # the 'mixed' scenario's generator
         ("--gpu-mix", "1,x", "'1,x': GPU counts separated by commas"),
         ("--gpu-mix", "2,-1", "GPU counts cannot be negative"),
