@@ -261,7 +261,13 @@ def run(args: argparse.Namespace) -> int:
     if len(regions) > 1 and args.jobs is None:
         jobs = spread_home_regions(jobs, regions)
     if not jobs:
-        raise ConfigError("the scenario produced no jobs in that period; use more --days")
+        hint = (
+            " (a nightly job is submitted at 17:00 the evening before its night, so the first "
+            "day has none)"
+            if args.scenario == "nightly"
+            else ""
+        )
+        raise ConfigError(f"the scenario produced no jobs in that period; use more --days{hint}")
     policies = list(args.policies or POLICIES)
     week = int(7 * DAY_S / args.slot_s)
     thresholds = {}
@@ -283,8 +289,9 @@ def run(args: argparse.Namespace) -> int:
     )
     levels = ", ".join(f"{r} {v:.0f}" for r, v in thresholds.items())
     title = (
-        f"{', '.join(p.name for p in paths)}: {scenario}, {len(jobs)} jobs over "
-        f"{args.days} days, {args.forecast} forecast, threshold {levels} g/kWh"
+        f"{', '.join(p.name for p in paths)}: {scenario}, {len(jobs)} "
+        f"job{'' if len(jobs) == 1 else 's'} over {args.days} day{'' if args.days == 1 else 's'}, "
+        f"{args.forecast} forecast, threshold {levels} g/kWh"
         f"{'' if args.capacity is None else f', {args.capacity} GPUs per region'} "
         f"({time.perf_counter() - t0:.1f} s)"
     )

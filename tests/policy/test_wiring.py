@@ -80,6 +80,12 @@ def test_simulate_unknown_trace_is_a_clear_error(tmp_path, capsys):
     assert f"{missing}: no such file" in capsys.readouterr().err
 
 
+def test_simulate_says_why_one_day_holds_no_nightly_job(capsys):
+    assert main(["simulate", "bundled", "--days", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "no jobs in that period" in err and "17:00 the evening before" in err
+
+
 @pytest.mark.parametrize(
     "option, value, message",
     [
