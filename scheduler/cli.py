@@ -19,9 +19,11 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from . import __version__
 from .errors import ConfigError, GridshiftError
@@ -61,6 +63,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     log = logging.getLogger("gridshift")
+    # Before the store is opened: one agent per state folder, and the API port free (a
+    # second agent would otherwise act on the same jobs before finding the port taken).
+    lock = _lock_state_dir(settings.state_dir)
+    sock = _listen(settings.api.host, settings.api.port)
     agent = Agent.build(settings)
     log.info(
         "gridshift %s: store %s, engines %s, regions %s",
@@ -88,12 +94,48 @@ def cmd_agent(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     try:
-        server.run()  # returns on SIGTERM or SIGINT
+        server.run(sockets=[sock])  # returns on SIGTERM or SIGINT
     finally:
         log.info("stopping: draining periodic work, restoring power limits")
         agent.stop()
         log.info("stopped")
+        lock.close()
     return 0
+
+
+def _lock_state_dir(state_dir: Path) -> TextIO:
+    """Hold `state_dir/agent.lock` while the agent runs; refuse if another agent holds it."""
+    import fcntl
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(state_dir / "agent.lock", "w")  # noqa: SIM115 (held until the agent stops)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise CliError(
+            f"another gridshift agent is running on {state_dir} (it holds {state_dir}/agent.lock); "
+            "stop it, or give this one its own state_dir"
+        ) from None
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound now, so a taken port stops the agent at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CliError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; is another agent running "
+            "there? (set api.port, or GRIDSHIFT_API__PORT)"
+        ) from None
+    return sock
 
 
 # ---------------------------------------------------------------------------------------------

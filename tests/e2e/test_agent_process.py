@@ -214,6 +214,30 @@ def test_jobs_run_in_cleaner_windows_and_survive_sigkill(agent, tmp_path):
     assert ts(held_job["started_at"]) - ts(held_job["submitted_at"]) > timedelta(hours=3)
 
 
+@pytest.mark.parametrize("same", ["port", "state_dir"])
+def test_a_second_agent_on_the_same_port_or_state_stops_before_acting(agent, tmp_path, same):
+    env = dict(agent.env)
+    if same == "port":
+        env["GRIDSHIFT_STATE_DIR"] = str(tmp_path / "other-state")
+        expected = f"cannot listen on 127.0.0.1:{agent.port}"
+    else:
+        env["GRIDSHIFT_API__PORT"] = str(free_port())
+        expected = "another gridshift agent is running on"
+    second = subprocess.run(
+        [sys.executable, "-m", "gridshift.scheduler.cli", "agent"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 1, second.stderr
+    assert expected in second.stderr
+    assert "API and /metrics on" not in second.stderr  # it never claimed to serve
+    assert not (tmp_path / "other-state" / "gridshift.db").exists()  # nor opened a store
+    assert requests.get(agent.api + "/healthz", timeout=5).ok  # the first one runs on
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_sigint_drain_cleanly(tmp_path, sig):
     a = AgentProcess(tmp_path, datetime.now(UTC))
