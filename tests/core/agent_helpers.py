@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from gridshift.scheduler.agent import Agent
 from gridshift.scheduler.clock import FakeClock
 from gridshift.scheduler.config import load_settings
+from gridshift.scheduler.models import Job, JobState
 
 # A Wednesday in March; the bundled trace maps onto it by whole weeks.
 START = datetime(2026, 3, 4, 0, 0, tzinfo=UTC)
@@ -30,3 +31,14 @@ def wait_until(fn, timeout_s: float = 10.0):  # type: ignore[no-untyped-def]
             return value
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def reconcile_until(agent: Agent, job_id: str, state: JobState) -> Job:
+    """Reconcile until the job reaches `state` (its process ends in real time); the job."""
+
+    def reached() -> bool:
+        agent.reconcile()
+        return agent.store.get_job(job_id).state == state
+
+    wait_until(reached)
+    return agent.store.get_job(job_id)

@@ -10,7 +10,7 @@ from gridshift.scheduler.models import Job, JobSpec, JobState, new_job_id
 from gridshift.scheduler.policy.window import StepSeries
 from gridshift.scheduler.signals.replay import ReplayProvider
 
-from .agent_helpers import START, make_agent, wait_until
+from .agent_helpers import START, make_agent, reconcile_until, wait_until
 
 
 def spec(**kw):
@@ -64,13 +64,7 @@ def test_job_waits_for_the_cleanest_window_then_runs_and_finishes(tmp_path):
     assert mean_at(started.started_at) <= mean_at(START)
     wait_until(lambda: out.exists())
     agent.clock.advance(60)
-
-    def finished():
-        agent.reconcile()
-        return agent.store.get_job(job.id).state == JobState.SUCCEEDED
-
-    wait_until(finished)
-    done = agent.store.get_job(job.id)
+    done = reconcile_until(agent, job.id, JobState.SUCCEEDED)
     assert done.exit_code == 0 and done.emissions_g > 0
     text = agent.explain(job.id)["summary"]
     assert "succeeded" in text
@@ -85,13 +79,7 @@ def test_a_job_shorter_than_declared_saves_nothing_by_its_length_alone(tmp_path)
     assert job.state == JobState.RUNNING and job.counterfactual_g
     estimate_g = job.counterfactual_g
     agent.clock.advance(120)
-
-    def finished():
-        agent.reconcile()
-        return agent.store.get_job(job.id).state == JobState.SUCCEEDED
-
-    wait_until(finished)
-    done = agent.store.get_job(job.id)
+    done = reconcile_until(agent, job.id, JobState.SUCCEEDED)
     assert done.counterfactual_g == pytest.approx(estimate_g * done.run_s / 7200)
     assert done.run_s < 7200 / 10
     assert abs(done.counterfactual_g - done.emissions_g) < 0.05 * estimate_g
@@ -143,10 +131,7 @@ def test_recorded_running_but_never_started_is_started_by_reconcile(tmp_path):
     assert not (tmp_path / "runs" / job.id).exists()
     agent.reconcile()
     wait_until(lambda: marker.exists())
-    agent.reconcile()
-    wait_until(
-        lambda: (agent.reconcile(), agent.store.get_job(job.id))[1].state == JobState.SUCCEEDED
-    )
+    reconcile_until(agent, job.id, JobState.SUCCEEDED)
 
 
 def test_held_jobs_stay_held_across_restarts(tmp_path):
