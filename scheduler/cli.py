@@ -7,7 +7,8 @@
     gridshift gpus                           GPUs with power, energy and limits
     gridshift simulate ...                   replay a trace and a job trace through the planner
 
-Client commands talk to the agent's HTTP API (--api, or GRIDSHIFT_API_URL; default
+Client commands talk to the agent's HTTP API (--api, or GRIDSHIFT_API_URL; else the
+address GRIDSHIFT_API__HOST and GRIDSHIFT_API__PORT give the agent; default
 http://127.0.0.1:8787).
 """
 
@@ -298,6 +299,22 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def _default_api() -> str:
+    """GRIDSHIFT_API_URL, else the address the agent itself would take from the same
+    environment (GRIDSHIFT_API__HOST, GRIDSHIFT_API__PORT), else the default."""
+    if url := os.environ.get("GRIDSHIFT_API_URL"):
+        return url
+    host = os.environ.get("GRIDSHIFT_API__HOST", "127.0.0.1")
+    port = os.environ.get("GRIDSHIFT_API__PORT")
+    if port is None and "GRIDSHIFT_API__HOST" not in os.environ:
+        return DEFAULT_API
+    if host in ("0.0.0.0", "::", ""):  # listening everywhere: reach it here
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port or 8787}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gridshift", description="Carbon-aware GPU job scheduler agent."
@@ -308,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     def client(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument(
-            "--api", default=os.environ.get("GRIDSHIFT_API_URL", DEFAULT_API), help="agent URL"
+            "--api", default=_default_api(), help="agent URL (default: GRIDSHIFT_API_URL)"
         )
         p.add_argument("--json", action="store_true", help="print JSON")
         return p

@@ -6,6 +6,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from gridshift.scheduler.cli import build_parser
+
 
 def test_a_reader_that_goes_away_stops_the_command_quietly(shared_carbon):
     # `gridshift simulate ... | head -1`: the pipe is closed before the command writes to it
@@ -26,3 +30,27 @@ def test_a_reader_that_goes_away_stops_the_command_quietly(shared_carbon):
         os.close(write_end)
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
     assert proc.returncode == 141
+
+
+@pytest.mark.parametrize(
+    ("env", "url"),
+    [
+        ({}, "http://127.0.0.1:8787"),
+        ({"GRIDSHIFT_API__PORT": "9000"}, "http://127.0.0.1:9000"),
+        (
+            {"GRIDSHIFT_API__HOST": "0.0.0.0", "GRIDSHIFT_API__PORT": "9000"},
+            "http://127.0.0.1:9000",
+        ),
+        ({"GRIDSHIFT_API__HOST": "::1"}, "http://[::1]:8787"),
+        (
+            {"GRIDSHIFT_API_URL": "http://gpu-box:8787", "GRIDSHIFT_API__PORT": "9000"},
+            "http://gpu-box:8787",
+        ),
+    ],
+)
+def test_the_client_finds_the_agent_where_the_same_environment_put_it(monkeypatch, env, url):
+    for name in ("GRIDSHIFT_API_URL", "GRIDSHIFT_API__HOST", "GRIDSHIFT_API__PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert build_parser().parse_args(["list"]).api == url
