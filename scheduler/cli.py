@@ -54,7 +54,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     from .agent import Agent
     from .api import create_app
-    from .config import load_settings
+    from .config import load_settings, unknown_variables
 
     settings = load_settings(args.config)
     logging.basicConfig(
@@ -64,6 +64,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     log = logging.getLogger("gridshift")
+    for warning in unknown_variables():
+        log.warning(warning)
     # Before the store is opened: one agent per state folder, and the API port free (a
     # second agent would otherwise act on the same jobs before finding the port taken).
     lock = _lock_state_dir(settings.state_dir)

@@ -7,7 +7,9 @@ naming each bad field and what is allowed.
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -286,6 +288,38 @@ def _format_errors(exc: ValidationError, source: str) -> str:
             msg = f"must be one of {err['ctx']['expected']}"
         lines.append(f"  {field}: {msg}")
     return "\n".join(lines)
+
+
+# GRIDSHIFT_* variables read outside the settings: the client's agent URL, the config file,
+# the simulator's trace folder, the id a job's process is given, and the test suite's switch
+OTHER_VARIABLES = frozenset(
+    {
+        "GRIDSHIFT_API_URL",
+        "GRIDSHIFT_CONFIG",
+        "GRIDSHIFT_TRACE_DIR",
+        "GRIDSHIFT_JOB_ID",
+        "GRIDSHIFT_REQUIRE_COMPONENTS",
+    }
+)
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """GRIDSHIFT_* variables that name no setting (an unknown key in the YAML file is
+    refused; a mistyped variable would otherwise be ignored without a word), each with the
+    closest setting's name."""
+    environ = os.environ if environ is None else environ
+    fields = [name.upper() for name in Settings.model_fields]
+    out = []
+    for var in sorted(environ):
+        if not var.startswith("GRIDSHIFT_") or var in OTHER_VARIABLES:
+            continue
+        top = var.removeprefix("GRIDSHIFT_").split("__")[0]
+        if top in fields:
+            continue
+        close = difflib.get_close_matches(top, fields, n=1)
+        hint = f"; did you mean GRIDSHIFT_{close[0]}?" if close else ""
+        out.append(f"{var} names no setting and is ignored{hint}")
+    return out
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:

@@ -1,6 +1,6 @@
 import pytest
 
-from gridshift.scheduler.config import load_settings
+from gridshift.scheduler.config import load_settings, unknown_variables
 from gridshift.scheduler.errors import ConfigError
 
 
@@ -73,3 +73,18 @@ def test_a_scaled_clock_can_start_at_a_chosen_time():
     assert abs((same - origin).total_seconds() - 600) < 60  # no start: the origin itself
     with pytest.raises(ConfigError, match="clock_origin"):
         make_clock(load_settings(None, clock_start=start))
+
+
+def test_a_mistyped_variable_is_named_with_the_setting_it_resembles():
+    env = {
+        "GRIDSHIFT_TICKS": "3",
+        "GRIDSHIFT_TICK_S": "3",
+        "GRIDSHIFT_API__PORT": "9000",
+        "GRIDSHIFT_API_URL": "http://x:1",
+        "GRIDSHIFT_NONSENSE_AT_ALL": "1",
+        "PATH": "/bin",
+    }
+    assert unknown_variables(env) == [
+        "GRIDSHIFT_NONSENSE_AT_ALL names no setting and is ignored",
+        "GRIDSHIFT_TICKS names no setting and is ignored; did you mean GRIDSHIFT_TICK_S?",
+    ]
