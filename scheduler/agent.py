@@ -256,7 +256,12 @@ class Agent:
         signal = self.hub.region_signal(region) if region in self.settings.regions else None
         return {
             "job": job.model_dump(mode="json"),
-            "latest_start": job.latest_start.isoformat(),
+            # a paused job's latest resume; once started otherwise, the latest start it had
+            "latest_start": (
+                job.latest_start
+                if job.started_at is None or job.state == JobState.SUSPENDED
+                else job.deadline - timedelta(seconds=job.spec.expected_duration_s)
+            ).isoformat(),
             "region": region,
             "signal": signal.model_dump(mode="json", exclude={"forecast"}) if signal else None,
             "decisions": [d.model_dump(mode="json") for d in decisions],

@@ -83,6 +83,11 @@ def test_a_job_shorter_than_declared_saves_nothing_by_its_length_alone(tmp_path)
     assert done.counterfactual_g == pytest.approx(estimate_g * done.run_s / 7200)
     assert done.run_s < 7200 / 10
     assert abs(done.counterfactual_g - done.emissions_g) < 0.05 * estimate_g
+    # its latest start stays the one it was submitted with, not its deadline
+    latest = agent.explain(job.id)["latest_start"]
+    assert (
+        latest == (done.deadline - timedelta(hours=2)).isoformat() == job.latest_start.isoformat()
+    )
 
 
 def test_a_start_recorded_before_a_crash_is_carried_out_once(tmp_path):
