@@ -152,6 +152,7 @@ class Agent:
                 CarbonPlannerConfig(
                     slot_s=settings.planner_slot_s,
                     exact_max_jobs=settings.planner_exact_max_jobs,
+                    repair_max_jobs=settings.planner_repair_max_jobs,
                     straight_relocatable=settings.planner_straight_relocatable,
                 )
             )

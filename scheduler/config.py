@@ -219,6 +219,13 @@ class Settings(BaseSettings):
         description="where GPUs run short, the carbon planner plans up to this many jobs "
         "not yet started together, exactly; 0 turns it off (see deploy/docs/planner.md)",
     )
+    planner_repair_max_jobs: int = Field(
+        default=500,
+        ge=0,
+        description="where jobs not started find no GPUs before their deadline, the carbon "
+        "planner plans the tick again with them placed first, while at most this many jobs "
+        "wait; 0 turns it off (see deploy/docs/planner.md)",
+    )
     planner_straight_relocatable: bool = Field(
         default=True,
         description="where GPUs run short, an interruptible job that may run in several "

@@ -26,12 +26,14 @@ def test_the_carbon_planner_takes_its_settings(tmp_path):
         tmp_path,
         planner_slot_s=900,
         planner_exact_max_jobs=0,
+        planner_repair_max_jobs=50,
         planner_straight_relocatable=False,
     )
     try:
         assert isinstance(agent.planner, CarbonPlanner)
         assert agent.planner.config.slot_s == 900
         assert agent.planner.config.exact_max_jobs == 0
+        assert agent.planner.config.repair_max_jobs == 50
         assert agent.planner.config.straight_relocatable is False
     finally:
         agent.store.close()
