@@ -213,6 +213,12 @@ class Agent:
                 f"the job needs {spec.expected_duration_s:.0f}s but only {window_s:.0f}s remain "
                 "before its deadline; extend the deadline or shorten the expected duration"
             )
+        if spec.engine == "local" and spec.gpus > self.settings.local.gpus:
+            raise ValidationError(
+                f"the job asks {spec.gpus} GPU{'' if spec.gpus == 1 else 's'} but this box "
+                f"gives jobs {self.settings.local.gpus} (local.gpus, or GRIDSHIFT_LOCAL__GPUS); "
+                "set it to the GPUs jobs may use, or submit with --gpus 0"
+            )
         regions = spec.allowed_regions or [self.settings.default_region]
         capacities = [self._capacity().get(r) for r in regions]
         if all(c is not None and c < spec.gpus for c in capacities):

@@ -30,6 +30,8 @@ def test_submit_rejects_bad_input_and_changes_nothing(tmp_path):
         agent.submit(spec(engine="nope"))
     with pytest.raises(ValidationError, match="region"):
         agent.submit(spec(allowed_regions=["mars"]))
+    with pytest.raises(ValidationError, match=r"asks 1 GPU but this box gives jobs 0 \(local.gpus"):
+        agent.submit(spec(gpus=1))  # it would run without one
     assert agent.store.list_jobs() == []
 
 
