@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
+from .config import default_api_url
 from .errors import ConfigError, GridshiftError
 from .models import parse_duration_s
 
-DEFAULT_API = "http://127.0.0.1:8787"
 HTTP_TIMEOUT_S = 30.0
 
 # Subcommands implemented in their own modules: add_arguments(parser) and run(args).
@@ -301,22 +301,6 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _default_api() -> str:
-    """GRIDSHIFT_API_URL, else the address the agent itself would take from the same
-    environment (GRIDSHIFT_API__HOST, GRIDSHIFT_API__PORT), else the default."""
-    if url := os.environ.get("GRIDSHIFT_API_URL"):
-        return url
-    host = os.environ.get("GRIDSHIFT_API__HOST", "127.0.0.1")
-    port = os.environ.get("GRIDSHIFT_API__PORT")
-    if port is None and "GRIDSHIFT_API__HOST" not in os.environ:
-        return DEFAULT_API
-    if host in ("0.0.0.0", "::", ""):  # listening everywhere: reach it here
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port or 8787}"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gridshift", description="Carbon-aware GPU job scheduler agent."
@@ -327,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     def client(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument(
-            "--api", default=_default_api(), help="agent URL (default: GRIDSHIFT_API_URL)"
+            "--api", default=default_api_url(), help="agent URL (default: GRIDSHIFT_API_URL)"
         )
         p.add_argument("--json", action="store_true", help="print JSON")
         return p

@@ -297,6 +297,22 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def default_api_url(environ: Mapping[str, str] | None = None) -> str:
+    """Where client commands reach the agent: GRIDSHIFT_API_URL, else where an agent started
+    with the same environment listens (GRIDSHIFT_API__HOST, GRIDSHIFT_API__PORT)."""
+    environ = os.environ if environ is None else environ
+    if url := environ.get("GRIDSHIFT_API_URL"):
+        return url
+    fields = ApiConfig.model_fields
+    host = environ.get("GRIDSHIFT_API__HOST") or fields["host"].default
+    port = environ.get("GRIDSHIFT_API__PORT") or fields["port"].default
+    if host in ("0.0.0.0", "::"):  # listening everywhere: reach it here
+        host = fields["host"].default
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 # GRIDSHIFT_* variables read outside the settings: the client's agent URL, the config file,
 # the simulator's trace folder, the id a job's process is given, and the test suite's switch
 OTHER_VARIABLES = frozenset(

@@ -683,8 +683,8 @@ class CarbonPlanner:
         exact_forecast: np.ndarray,
         limited: bool,
         as_run: frozenset[str],
-        first: frozenset[str] = frozenset(),
-        starved: set[str] | None = None,
+        first: frozenset[str],
+        starved: set[str],
     ) -> list[Decision] | None:
         """Decisions on the slot grid. The interruptible jobs in `as_run` (ids, picked by
         `_straight`) are planned as jobs that run to the end once started; None if that
@@ -693,8 +693,6 @@ class CarbonPlanner:
         ids are in `first` are placed before the others not started (of those that must
         start now, and of the rest); the ids of jobs not started that find no GPUs before
         their deadline are added to `starved`."""
-        if starved is None:
-            starved = set()
         slot_s = self.config.slot_s
         now = snapshot.now
         used = np.zeros((len(grid.regions), ext.shape[1]))

@@ -1,24 +1,22 @@
 """`gridshift gpus`: the GPUs on this host with power, energy, limits and the job on each.
 
 Reads NVML directly, so it works without a running agent. If the agent's API answers (at
---api or GRIDSHIFT_API_URL), the job running on each GPU is shown too.
+--api, or as for the other client commands), the job running on each GPU is shown too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
 import requests
 
 from ..clock import SystemClock
+from ..config import default_api_url
 from ..errors import TelemetryError
 from .nvml import NvmlTelemetry
-
-DEFAULT_API = "http://127.0.0.1:8787"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     if not any("--api" in a.option_strings for a in parser._actions):
         parser.add_argument(
             "--api",
-            default=os.environ.get("GRIDSHIFT_API_URL", DEFAULT_API),
+            default=default_api_url(),
             help="agent URL, to show the job on each GPU (optional)",
         )
     parser.add_argument(
