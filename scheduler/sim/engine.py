@@ -41,10 +41,19 @@ class JobOutcome:
     energy_kwh: float
     suspensions: int
     run_slots: list[tuple[str, int]] = field(default_factory=list)
+    length_s: float = 0.0  # the job's run time when started at once and never paused
 
     @property
     def wait_s(self) -> float:
+        """Delay of the first start."""
         return (self.first_start_s - self.submitted_s) if self.first_start_s is not None else 0.0
+
+    @property
+    def delay_s(self) -> float:
+        """How much later than at submission the job finished: its wait for the first start,
+        its pauses and its checkpoints (a job that never finished counts up to its deadline)."""
+        end = self.end_s if self.end_s is not None else max(self.deadline_s, self.submitted_s)
+        return max(0.0, end - self.submitted_s - self.length_s)
 
     @property
     def missed(self) -> bool:
@@ -67,6 +76,10 @@ class SimResult:
     @property
     def mean_wait_h(self) -> float:
         return float(np.mean([j.wait_s for j in self.jobs]) / 3600) if self.jobs else 0.0
+
+    @property
+    def mean_delay_h(self) -> float:
+        return float(np.mean([j.delay_s for j in self.jobs]) / 3600) if self.jobs else 0.0
 
     @property
     def missed(self) -> int:
@@ -140,6 +153,7 @@ def simulate(
             0.0,
             0.0,
             0,
+            length_s=j.spec.expected_duration_s,
         )
         for j in work
     }

@@ -21,19 +21,20 @@ def table(suite: SuiteResult, title: str = "") -> str:
         lines.append(title)
     lines.append(
         f"{'policy':28s} {'emissions kg':>12s} {'saving %':>9s} {'of oracle':>9s} "
-        f"{'wait h':>7s} {'missed':>6s} {'suspends':>8s}"
+        f"{'wait h':>7s} {'delay h':>7s} {'missed':>6s} {'suspends':>8s}"
     )
     for name, res in suite.results.items():
         cap = suite.capture(name)
         lines.append(
             f"{name:28s} {res.emissions_g / 1000:12.2f} {suite.saving_pct(name):9.2f} "
             f"{'' if math.isnan(cap) else f'{100 * cap:8.1f}%':>9s} {res.mean_wait_h:7.2f} "
-            f"{res.missed:6d} {sum(j.suspensions for j in res.jobs):8d}"
+            f"{res.mean_delay_h:7.2f} {res.missed:6d} {sum(j.suspensions for j in res.jobs):8d}"
         )
     base = ref.emissions_g
     if not math.isnan(suite.oracle_g) or not math.isnan(suite.oracle_bound_g):
         best = suite.oracle_best_g
         pct = 100 * (base - best) / base if base else 0.0
+        pct = 0.0 if abs(pct) < 0.005 else pct  # the solver's tolerance, not "-0.00"
         if suite.oracle_exact:
             lines.append(
                 f"{'oracle (MILP, perfect)':28s} {best / 1000:12.2f} {pct:9.2f} {'100.0%':>9s}"
@@ -69,6 +70,7 @@ JOB_COLUMNS = (
     "end",
     "deadline",
     "wait_h",
+    "delay_h",
     "energy_kwh",
     "emissions_g",
     "saving_g",
@@ -100,6 +102,7 @@ def jobs_csv(suite: SuiteResult) -> str:
                     iso(j.end_s),
                     iso(j.deadline_s),
                     f"{j.wait_s / 3600:.2f}",
+                    f"{j.delay_s / 3600:.2f}",
                     f"{j.energy_kwh:.4f}",
                     f"{j.emissions_g:.1f}",
                     f"{ref[j.job_id] - j.emissions_g:.1f}" if j.job_id in ref else "",

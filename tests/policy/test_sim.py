@@ -85,6 +85,27 @@ def test_accounting_is_energy_times_intensity():
     assert res.jobs[0].end_s == T0.timestamp() + 1.5 * HOUR and res.missed == 0
 
 
+def test_the_delay_of_the_finish_counts_the_wait_the_pauses_and_the_checkpoints():
+    tr, fc = traces(
+        {
+            "a": np.array([100.0, 500, 500, 120, 500, 500, 500, 500]),
+            "b": np.array([500.0, 500, 500, 100, 100, 500, 500, 500]),
+        }
+    )
+    paused = job("p", 2, 5, interruptible=True, checkpoint_cost_s=360, min_run_s=HOUR)
+    held = job("h", 2, 6, regions=["b"])  # cleanest window: hours 3-4
+    planner = CarbonPlanner(CarbonPlannerConfig(slot_s=HOUR, denoise=False))  # exact forecast
+    res = simulate(planner, tr, fc, [paused, held])
+    by = {j.job_id: j for j in res.jobs}
+    # runs hour 0, pauses hours 1-2, resumes at 3 and pays its 6-minute checkpoint
+    assert by["p"].wait_s == 0 and by["p"].suspensions == 1
+    assert by["p"].delay_s == pytest.approx(2 * HOUR + 360)
+    assert by["h"].wait_s == by["h"].delay_s == pytest.approx(3 * HOUR)
+    assert res.mean_delay_h == pytest.approx((5 * HOUR + 360) / 2 / HOUR)
+    now = simulate(RunNow(slot_s=HOUR), tr, fc, [paused, held])
+    assert now.mean_wait_h == now.mean_delay_h == 0
+
+
 def test_gridshift_on_a_real_trace_captures_the_oracle(shared_carbon):
     full = region_trace(shared_carbon / "de_2023_electricitymaps_hourly.csv", HOUR, "de")
     start = full.origin_s + 8 * DAY_S

@@ -227,7 +227,9 @@ def test_simulate_replays_a_job_file(tmp_path, capsys):
     with (out / "jobs.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     policies = {r["policy"] for r in rows}
-    kg = {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines()[2:] if ln[:6] != "oracle"}
+    lines = [ln.split() for ln in text.splitlines()[2:] if ln[:6] != "oracle"]
+    kg = {f[0]: float(f[1]) for f in lines}
+    delay_h = {f[0]: float(f[-3]) for f in lines}  # ... wait h, delay h, missed, suspends
     assert policies == set(kg) and len(policies) == 8
     assert len(rows) == 6 * len(policies)
     run_now_g = 1000 * kg["run-now"]
@@ -236,6 +238,10 @@ def test_simulate_replays_a_job_file(tmp_path, capsys):
         assert sum(float(r["emissions_g"]) for r in mine) == pytest.approx(1000 * kg[name], abs=10)
         saved = sum(float(r["saving_g"]) for r in mine)
         assert saved == pytest.approx(run_now_g - 1000 * kg[name], abs=10)
+        # the delay of the finish includes the wait for the first start
+        assert all(float(r["delay_h"]) >= float(r["wait_h"]) for r in mine)
+        mean_delay = sum(float(r["delay_h"]) for r in mine) / len(mine)
+        assert mean_delay == pytest.approx(delay_h[name], abs=0.01)
     gs = [r for r in rows if r["policy"] == "gridshift"]
     assert all(r["submitted"] <= r["first_start"] < r["end"] <= r["deadline"] for r in gs)
     assert all(r["missed"] == "0" for r in gs)
