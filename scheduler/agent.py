@@ -51,7 +51,7 @@ from .policy.planner import CarbonPlanner, CarbonPlannerConfig
 from .policy.powercap import plan_caps
 from .policy.window import StepSeries, WindowPlanner, expected_power_w, spec_power_w
 from .signals import SignalHub, build_hub
-from .store import SqliteStore, open_store
+from .store import SqliteStore, open_store, sqlite_path
 from .telemetry.accounting import GpuAccounting
 from .telemetry.nvml import NvmlTelemetry
 
@@ -87,6 +87,24 @@ def make_clock(settings: Settings) -> Clock:
             "clock_speed != 1 and clock_start need clock_origin (a fixed UTC instant)"
         )
     return ScaledClock(origin, settings.clock_speed, settings.clock_start)
+
+
+def _check_store_clock(store: SqliteStore, settings: Settings) -> None:
+    """A store's times are on the clock that wrote them: the simulated days of a fast-clock
+    demo and the hours of a real agent must not meet in one store (a demo job's deadline
+    days ahead would hold a real agent's plans, a real job's would be long past on the
+    demo's)."""
+    mine = "wall" if settings.clock_speed == 1.0 and settings.clock_start is None else "simulated"
+    theirs = store.get_meta("clock")
+    if theirs is None:
+        store.set_meta("clock", mine)
+    elif theirs != mine:
+        db = sqlite_path(settings.db_url)
+        raise ConfigError(
+            f"{db} was written by an agent on a {theirs} clock and this one runs on a {mine} "
+            "clock (clock_speed, clock_start); their times do not mix. Give this agent its own "
+            f"state_dir (GRIDSHIFT_STATE_DIR), or remove {db} to start afresh"
+        )
 
 
 class Agent:
@@ -141,6 +159,11 @@ class Agent:
         clock = clock or make_clock(settings)
         metrics = AgentMetrics(registry if registry is not None else CollectorRegistry())
         store = open_store(settings.db_url, clock)
+        try:
+            _check_store_clock(store, settings)
+        except ConfigError:
+            store.close()
+            raise
         hub = build_hub(settings, clock, metrics)
         adapters = load_plugins("gridshift.adapters", settings, clock)
         if not adapters:

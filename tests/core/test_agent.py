@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from gridshift.scheduler.errors import ValidationError
+from gridshift.scheduler.errors import ConfigError, ValidationError
 from gridshift.scheduler.models import Job, JobSpec, JobState, new_job_id
 from gridshift.scheduler.policy.window import StepSeries
 from gridshift.scheduler.signals.replay import ReplayProvider
@@ -211,3 +211,16 @@ def test_unreadable_forecast_skill_in_the_store_is_relearnt_not_fatal(tmp_path):
     agent.store.set_json("forecast_skill", {agent.settings.default_region: {"version": 99}})
     agent.startup()
     assert agent.hub.region_signal(agent.settings.default_region).forecast_error_g_per_kwh is None
+
+
+def test_a_store_written_on_a_demo_clock_is_refused_by_a_real_agent(tmp_path):
+    demo = make_agent(tmp_path, clock_speed=1440.0, clock_origin=START)
+    demo.store.close()
+    with pytest.raises(ConfigError, match="simulated clock and this one runs on a wall clock"):
+        make_agent(tmp_path)
+    # a demo agent reopens its own store; a real agent in its own folder starts
+    make_agent(tmp_path, clock_speed=1440.0, clock_origin=START).store.close()
+    real = make_agent(tmp_path / "real")
+    real.store.close()
+    with pytest.raises(ConfigError, match=r"remove .*real/gridshift\.db to start afresh"):
+        make_agent(tmp_path / "real", clock_speed=60.0, clock_origin=START)
