@@ -83,10 +83,10 @@ class SignalHub:
                 self.metrics.signal_fetches.labels(provider=provider_name, outcome="error").inc()
                 self.metrics.signal_errors.labels(provider=provider_name, reason=reason).inc()
             log.warning("%s %s from %s failed: %s", what, *args[:1], provider_name, exc)
-            text = str(exc)  # provider errors mostly name their provider already
-            return None, text if text.startswith(
-                f"{provider_name}:"
-            ) else f"{provider_name}: {text}"
+            text = str(exc)
+            if not text.startswith(f"{provider_name}:"):  # most errors name it already
+                text = f"{provider_name}: {text}"
+            return None, text
         except Exception as exc:  # a provider bug must not stop the agent
             if self.metrics:
                 self.metrics.signal_fetches.labels(provider=provider_name, outcome="error").inc()
