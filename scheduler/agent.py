@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 
 # store meta key holding each region's forecast skill (signals/skill.py)
 SKILL_KEY = "forecast_skill"
+# store meta key holding each region's measured values of the last days (signals/history.py)
+HISTORY_KEY = "measured_history"
 ACTIVE_STATES = [JobState.PENDING, JobState.HELD, JobState.RUNNING, JobState.SUSPENDED]
 
 
@@ -330,17 +332,23 @@ class Agent:
 
     def refresh_signals(self) -> None:
         self.hub.refresh()
-        # What the hub has learnt of each forecast's error survives a restart.
+        # What the hub has learnt of each forecast's error, and the values it measured (its
+        # own forecast where providers give none), survive a restart.
         self.store.set_json(SKILL_KEY, self.hub.skill_state())
+        self.store.set_json(HISTORY_KEY, self.hub.history_state())
 
-    def _restore_skill(self) -> None:
-        try:
-            saved = self.store.get_json(SKILL_KEY)
-        except ValueError as exc:  # not JSON: start afresh
-            log.warning("forecast skill in the store is unreadable (%s); relearning it", exc)
-            return
-        if isinstance(saved, dict):
-            self.hub.restore_skill(saved)
+    def _restore_signals(self) -> None:
+        for key, what, restore in (
+            (SKILL_KEY, "forecast skill", self.hub.restore_skill),
+            (HISTORY_KEY, "measured history", self.hub.restore_history),
+        ):
+            try:
+                saved = self.store.get_json(key)
+            except ValueError as exc:  # not JSON: start afresh
+                log.warning("%s in the store is unreadable (%s); relearning it", what, exc)
+                continue
+            if isinstance(saved, dict):
+                restore(saved)
 
     def tick(self) -> list[Decision]:
         """One planning round. Returns the decisions that changed something."""
@@ -706,7 +714,7 @@ class Agent:
                 log.error("could not restore GPU power limits at start-up: %s", exc)
         self.sample_power()
         self.reconcile()
-        self._restore_skill()
+        self._restore_signals()
         self.refresh_signals()
         self.tick()
 

@@ -3,9 +3,11 @@ use, where it came from and how old it is.
 
 `refresh()` walks each region's chain in order and keeps the first current value that
 arrives, and the first forecast (a provider that has current values but no forecast
-access, such as a free-tier key, is followed by the next one for the forecast). When every
-provider fails, the last known value stays in use until it is older than the staleness
-limit; then the region is not fresh and the planner fails open.
+access, such as a free-tier key, is followed by the next one for the forecast). Where no
+provider gives a forecast, one is made from the values measured over the last days
+(signals/history.py, provider "history"). When every provider fails, the last known value
+stays in use until it is older than the staleness limit; then the region is not fresh and
+the planner fails open.
 """
 
 from __future__ import annotations
@@ -14,19 +16,21 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..clock import Clock
 from ..errors import NoSignal, SignalError
 from ..interfaces import SignalProvider
 from ..metrics import AgentMetrics
-from ..models import Forecast, IntensitySample, RegionSignal, SignalKind
+from ..models import Forecast, ForecastPoint, IntensitySample, RegionSignal, SignalKind
+from .history import MeasuredHistory
 from .skill import ForecastSkill
 
 log = logging.getLogger(__name__)
 
 FORECAST_LEADS_H = (1, 6, 24)
+HISTORY_PROVIDER = "history"  # the forecast made from measured values (history.py)
 
 
 @dataclass
@@ -38,6 +42,7 @@ class _RegionState:
     error: str | None = None
     errors: dict[str, str] = field(default_factory=dict)
     skill: ForecastSkill = field(default_factory=ForecastSkill)
+    history: MeasuredHistory = field(default_factory=MeasuredHistory)
 
 
 class SignalHub:
@@ -136,6 +141,14 @@ class SignalHub:
                 state.error = None
             else:
                 state.error = "; ".join(errors.values()) or "no provider answered"
+            if current is not None:
+                state.history.record(
+                    current.start.timestamp(),
+                    current.end.timestamp(),
+                    current.intensity_g_per_kwh,
+                )
+                if forecast is None and not self._provider_forecast_fresh(state, now):
+                    forecast = self._history_forecast(region, state, current, now)
             if forecast is not None:
                 state.forecast = forecast
             # Score the forecasts made for the interval just measured, then remember the new
@@ -165,6 +178,38 @@ class SignalHub:
                 "region %s now uses %s (was %s)", region, current_provider, previous_provider
             )
         self._export(region)
+
+    def _provider_forecast_fresh(self, state: _RegionState, now: datetime) -> bool:
+        fc = state.forecast
+        return (
+            fc is not None
+            and fc.provider != HISTORY_PROVIDER
+            and (now - fc.issued_at).total_seconds() <= self.staleness_s
+        )
+
+    def _history_forecast(
+        self, region: str, state: _RegionState, current: IntensitySample, now: datetime
+    ) -> Forecast | None:
+        points = state.history.forecast(
+            now.timestamp(), self.forecast_horizon_s, current.intensity_g_per_kwh
+        )
+        if points is None:
+            return None
+        return Forecast(
+            region=region,
+            provider=HISTORY_PROVIDER,
+            issued_at=now,
+            kind=current.kind,
+            basis=current.basis,
+            points=[
+                ForecastPoint(
+                    start=datetime.fromtimestamp(s0, UTC),
+                    end=datetime.fromtimestamp(s1, UTC),
+                    intensity_g_per_kwh=v,
+                )
+                for s0, s1, v in points
+            ],
+        )
 
     def region_signal(self, region: str) -> RegionSignal:
         if region not in self._state:
@@ -202,6 +247,23 @@ class SignalHub:
                     state.skill.restore(data)
                 except ValueError as exc:
                     log.warning("region %s: forecast skill not restored (%s)", region, exc)
+
+    def history_state(self) -> dict[str, dict[str, Any]]:
+        """Each region's measured history as plain data, for the store."""
+        with self._lock:
+            return {region: state.history.state() for region, state in self._state.items()}
+
+    def restore_history(self, states: dict[str, Any]) -> None:
+        """Take back what `history_state` returned (as `restore_skill` does)."""
+        with self._lock:
+            for region, data in states.items():
+                state = self._state.get(region)
+                if state is None:
+                    continue
+                try:
+                    state.history.restore(data)
+                except ValueError as exc:
+                    log.warning("region %s: measured history not restored (%s)", region, exc)
 
     def snapshot(self) -> dict[str, RegionSignal]:
         return {region: self.region_signal(region) for region in self.chains}

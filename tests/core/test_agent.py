@@ -224,3 +224,22 @@ def test_a_store_written_on_a_demo_clock_is_refused_by_a_real_agent(tmp_path):
     real.store.close()
     with pytest.raises(ConfigError, match=r"remove .*real/gridshift\.db to start afresh"):
         make_agent(tmp_path / "real", clock_speed=60.0, clock_origin=START)
+
+
+def test_the_values_measured_are_kept_across_a_restart_and_a_bad_copy_is_relearnt(tmp_path):
+    agent = make_agent(tmp_path)
+    agent.startup()
+    region = agent.settings.default_region
+    kept = agent.store.get_json("measured_history")
+    assert kept[region]["intervals"]  # the value measured at start-up
+    assert kept == agent.hub.history_state()
+    agent.store.close()
+    again = make_agent(tmp_path)
+    again._restore_signals()
+    assert again.hub.history_state() == kept
+    again.store.set_meta("measured_history", "{not json")
+    again._restore_signals()  # logs a warning, keeps what it has
+    again.store.set_json("measured_history", {region: {"version": 99}})
+    again._restore_signals()
+    assert again.hub.history_state() == kept
+    again.store.close()
