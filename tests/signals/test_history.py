@@ -8,7 +8,6 @@ import math
 from datetime import timedelta
 
 import pytest
-
 from prometheus_client import CollectorRegistry
 
 from gridshift.scheduler.agent import Agent
