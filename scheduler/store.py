@@ -297,6 +297,26 @@ class _Transaction:
             self._cur.execute("ROLLBACK")
 
 
+def peek_meta_json(url: str, key: str) -> Any:
+    """A JSON meta value of an existing store, read without writing anything (for commands
+    that show what an agent on that store would use); None where there is no store, no such
+    key, or nothing readable."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(sqlite_path(url))
+    if not path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        finally:
+            conn.close()
+        return None if row is None else json.loads(row[0])
+    except (sqlite3.Error, ValueError):
+        return None
+
+
 def open_store(url: str, clock: Clock) -> SqliteStore:
     """Open the store named by a database URL (sqlite:///path)."""
     if url.startswith("sqlite:///"):

@@ -3,9 +3,10 @@ old it is, and its forecast (a table and a small chart in the terminal; `--png F
 chart image when matplotlib is installed; `--json` prints the raw signals).
 
 It builds the signal hub from the configuration (YAML file and GRIDSHIFT_* variables),
-refreshes the regions asked for once, and prints what an agent with that configuration
-would use. It needs no running agent. Exit status: 0 when at least one region has a fresh
-signal, 3 when none has (every region would fail open).
+with what an agent on the same state_dir has learnt (read from its store, which is not
+written), refreshes the regions asked for once, and prints what an agent with that
+configuration would use. It needs no running agent. Exit status: 0 when at least one
+region has a fresh signal, 3 when none has (every region would fail open).
 """
 
 from __future__ import annotations
@@ -33,13 +34,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..agent import make_clock
+    from ..agent import HISTORY_KEY, SKILL_KEY, make_clock
     from ..config import load_settings
+    from ..store import peek_meta_json
     from . import build_hub
 
     settings = load_settings(args.config)
     clock = make_clock(settings)
     hub = build_hub(settings, clock)
+    # what an agent on this state_dir has learnt: each forecast's error, and the values it
+    # measured (its own forecast where no provider gives one)
+    for key, restore in ((SKILL_KEY, hub.restore_skill), (HISTORY_KEY, hub.restore_history)):
+        saved = peek_meta_json(settings.db_url, key)
+        if isinstance(saved, dict):
+            restore(saved)
     regions = [args.region] if args.region else hub.regions
     unknown = [r for r in regions if r not in hub.regions]
     if unknown:

@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 
+from gridshift.scheduler.agent import HISTORY_KEY
 from gridshift.scheduler.cli import main
 from gridshift.scheduler.clock import SystemClock
 from gridshift.scheduler.models import Forecast, ForecastPoint
 from gridshift.scheduler.signals.cli import hourly, sparkline
+from gridshift.scheduler.signals.history import MeasuredHistory
+from gridshift.scheduler.store import SqliteStore
 
 from ..conftest import require
 from .replicas import ReplicaSet
@@ -64,6 +67,30 @@ def test_table_and_chart(config_file, capsys):
     assert "gb: forecast from ukci" in out
     assert any(ch in out for ch in "▁▂▃▄▅▆▇█")
     assert "no_access" not in out  # errors of the chain show only when the value is missing
+
+
+def test_a_free_key_region_shows_the_forecast_an_agent_made_from_its_measured_values(
+    config_file, tmp_path, capsys
+):
+    path, replicas = config_file
+    replicas.em.forecast_access = False
+    config = yaml.safe_load(path.read_text())
+    config["regions"] = {"de": {"sources": [{"provider": "em", "location": "DE"}]}}
+    config["default_region"] = "de"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["signals", "--config", str(path)]) == 0
+    assert "de: no forecast in use" in capsys.readouterr().out  # nothing measured, no store
+    # an agent on this state_dir measured the last day, hour by hour
+    history = MeasuredHistory()
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for h in range(1, 25):
+        start = hour - timedelta(hours=h)
+        history.record(start.timestamp(), start.timestamp() + 3600, replicas.em.value_at(start))
+    store = SqliteStore.open(tmp_path / "gridshift.db", SystemClock())
+    store.set_json(HISTORY_KEY, {"de": history.state()})
+    store.close()
+    assert main(["signals", "--config", str(path)]) == 0
+    assert "de: forecast from history" in capsys.readouterr().out
 
 
 def test_one_region_as_json(config_file, capsys):
