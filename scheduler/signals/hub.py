@@ -238,15 +238,7 @@ class SignalHub:
     def restore_skill(self, states: dict[str, Any]) -> None:
         """Take back what `skill_state` returned; regions no longer configured are ignored,
         and a region whose data is malformed starts afresh (logged)."""
-        with self._lock:
-            for region, data in states.items():
-                state = self._state.get(region)
-                if state is None:
-                    continue
-                try:
-                    state.skill.restore(data)
-                except ValueError as exc:
-                    log.warning("region %s: forecast skill not restored (%s)", region, exc)
+        self._restore(states, "skill", "forecast skill")
 
     def history_state(self) -> dict[str, dict[str, Any]]:
         """Each region's measured history as plain data, for the store."""
@@ -255,15 +247,18 @@ class SignalHub:
 
     def restore_history(self, states: dict[str, Any]) -> None:
         """Take back what `history_state` returned (as `restore_skill` does)."""
+        self._restore(states, "history", "measured history")
+
+    def _restore(self, states: dict[str, Any], part: str, what: str) -> None:
         with self._lock:
             for region, data in states.items():
                 state = self._state.get(region)
                 if state is None:
                     continue
                 try:
-                    state.history.restore(data)
+                    getattr(state, part).restore(data)
                 except ValueError as exc:
-                    log.warning("region %s: measured history not restored (%s)", region, exc)
+                    log.warning("region %s: %s not restored (%s)", region, what, exc)
 
     def snapshot(self) -> dict[str, RegionSignal]:
         return {region: self.region_signal(region) for region in self.chains}
