@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 FORECAST_LEADS_H = (1, 6, 24)
 HISTORY_PROVIDER = "history"  # the forecast made from measured values (history.py)
+BACKFILL_RETRY_S = 6 * 3600.0  # how often to ask a provider for the last day's values
+BACKFILL_S = timedelta(hours=23)  # how far back to ask
 
 
 @dataclass
@@ -43,6 +45,7 @@ class _RegionState:
     errors: dict[str, str] = field(default_factory=dict)
     skill: ForecastSkill = field(default_factory=ForecastSkill)
     history: MeasuredHistory = field(default_factory=MeasuredHistory)
+    backfilled_at: datetime | None = None
 
 
 class SignalHub:
@@ -106,6 +109,7 @@ class SignalHub:
         now = self.clock.now()
         current: IntensitySample | None = None
         current_provider: str | None = None
+        current_location = ""
         forecast: Forecast | None = None
         errors: dict[str, str] = {}
         for provider_name, location in self.chains[region]:
@@ -113,7 +117,7 @@ class SignalHub:
             if current is None:
                 current, err = self._call(provider_name, "current", provider.current, location)
                 if current is not None:
-                    current_provider = provider_name
+                    current_provider, current_location = provider_name, location
                 elif err:
                     errors[provider_name] = err
             if forecast is None and (current is not None or provider_name in errors):
@@ -127,10 +131,19 @@ class SignalHub:
                     errors[provider_name] = err
             if current is not None and forecast is not None:
                 break
+        past = (
+            self._backfill(region, current_provider, current_location, now)
+            if current_provider is not None and forecast is None
+            else []
+        )
         with self._lock:
             state = self._state[region]
             previous_provider = state.current_provider
             state.errors = errors
+            for sample in past:
+                state.history.record(
+                    sample.start.timestamp(), sample.end.timestamp(), sample.intensity_g_per_kwh
+                )
             if current is not None:
                 state.current = current
                 state.current_provider = current_provider
@@ -178,6 +191,32 @@ class SignalHub:
                 "region %s now uses %s (was %s)", region, current_provider, previous_provider
             )
         self._export(region)
+
+    def _backfill(
+        self, region: str, provider_name: str, location: str, now: datetime
+    ) -> list[IntensitySample]:
+        """Where the hub must forecast from measured values and has too few of them (an agent
+        that has just started), the last day's values from the provider of the current value,
+        if it serves its history; asked at most every `BACKFILL_RETRY_S`."""
+        with self._lock:
+            state = self._state[region]
+            if (
+                self._provider_forecast_fresh(state, now)
+                or state.history.profile(now.timestamp()) is not None
+                or (
+                    state.backfilled_at is not None
+                    and (now - state.backfilled_at).total_seconds() < BACKFILL_RETRY_S
+                )
+            ):
+                return []
+            state.backfilled_at = now
+        fetch = getattr(self.providers[provider_name], "history", None)
+        if fetch is None:
+            return []
+        # a little under a day: free tiers serve the last 24 hours only (Electricity Maps'
+        # `history`), and a range that starts a moment earlier would ask for more
+        past, _ = self._call(provider_name, "history", fetch, location, now - BACKFILL_S, now)
+        return past or []
 
     def _provider_forecast_fresh(self, state: _RegionState, now: datetime) -> bool:
         fc = state.forecast

@@ -78,8 +78,10 @@ def test_a_free_key_region_shows_the_forecast_an_agent_made_from_its_measured_va
     config["regions"] = {"de": {"sources": [{"provider": "em", "location": "DE"}]}}
     config["default_region"] = "de"
     path.write_text(yaml.safe_dump(config))
+    replicas.em.fail("empty")  # the provider's history gives nothing either
     assert main(["signals", "--config", str(path)]) == 0
-    assert "de: no forecast in use" in capsys.readouterr().out  # nothing measured, no store
+    out = capsys.readouterr().out
+    assert "de: no forecast in use" in out  # nothing measured, no store
     # an agent on this state_dir measured the last day, hour by hour
     history = MeasuredHistory()
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)

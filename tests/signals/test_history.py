@@ -109,6 +109,7 @@ def test_the_hub_forecasts_from_measured_values_where_the_key_has_no_forecast_ac
     em_replica, clock, tmp_path
 ):
     hub = build_hub(free_key_settings(em_replica, tmp_path), clock)
+    em_replica.fail("empty")  # its history endpoint answers nothing: the hub measures itself
     hub.refresh()
     sig = hub.region_signal("de")
     assert sig.fresh and sig.forecast is None  # nothing measured yet to forecast from
@@ -117,6 +118,8 @@ def test_the_hub_forecasts_from_measured_values_where_the_key_has_no_forecast_ac
         hub.refresh()
     sig = hub.region_signal("de")
     assert sig.fresh and sig.forecast is not None and sig.forecast.provider == "history"
+    # the last day was asked for at start, then every 6 h until 18 hours were measured
+    assert len([r for r in em_replica.requests if r.path.endswith("/history")]) == 3
     first = sig.forecast.points[0]
     assert first.start <= clock.now() < first.end
     assert first.intensity_g_per_kwh == sig.current.intensity_g_per_kwh  # type: ignore[union-attr]
@@ -135,30 +138,42 @@ def test_the_hub_forecasts_from_measured_values_where_the_key_has_no_forecast_ac
     # a provider's forecast, once there, is used instead (the provider asks again for the
     # forecast it was refused after `no_access_retry_s`, 6 h)
     em_replica.forecast_access = True
+    em_replica.heal()
     clock.advance(timedelta(hours=6, minutes=15))
     hub.refresh()
     assert hub.region_signal("de").forecast.provider == "em"  # type: ignore[union-attr]
 
 
-def test_an_agent_on_a_free_key_holds_a_job_for_the_clean_hours_it_has_measured(
+def test_a_hub_that_has_just_started_asks_the_provider_for_the_last_day(
     em_replica, clock, tmp_path
 ):
+    hub = build_hub(free_key_settings(em_replica, tmp_path), clock)
+    hub.refresh()
+    sig = hub.region_signal("de")
+    assert sig.forecast is not None and sig.forecast.provider == "history"
+    for p in sig.forecast.points[30:48]:  # once today's deviation has faded
+        assert p.intensity_g_per_kwh == pytest.approx(em_replica.value_at(p.start), abs=1.5)
+    asked = [r.path for r in em_replica.requests if r.path.endswith("/history")]
+    assert len(asked) == 1
+    clock.advance(timedelta(minutes=15))
+    hub.refresh()  # enough measured now: not asked again
+    assert len([r for r in em_replica.requests if r.path.endswith("/history")]) == 1
+
+
+def test_an_agent_on_a_free_key_holds_a_job_for_the_clean_hours_of_the_last_day(
+    em_replica, clock, tmp_path
+):
+    clock.advance(timedelta(hours=8))  # 20:10; the replica's curve is lowest at 12:00
     agent = Agent.build(
         free_key_settings(em_replica, tmp_path), clock=clock, registry=CollectorRegistry()
     )
     try:
         agent.startup()
         spec = JobSpec(command=["true"], expected_duration_s=3600, allowed_regions=["de"])
-        first = agent.submit(spec, deadline_in_s=12 * 3600)
-        assert first.state != JobState.HELD  # no forecast yet: nothing to wait for
-        for _ in range(20 * 4):  # 20 hours measured, to 08:10
-            clock.advance(timedelta(minutes=15))
-            agent.refresh_signals()
-        job = agent.submit(spec, deadline_in_s=12 * 3600)
+        job = agent.submit(spec, deadline_in_s=20 * 3600)
         assert job.state == JobState.HELD, job.reason
         assert job.planned_start is not None
-        # around the curve's lowest hour (12:00), which lies 4 h ahead
-        assert 3 <= (job.planned_start - clock.now()).total_seconds() / 3600 <= 6
+        assert 13 <= (job.planned_start - clock.now()).total_seconds() / 3600 <= 18
         assert "window" in (job.reason or "")
     finally:
         agent.stop()
