@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 FORECAST_LEADS_H = (1, 6, 24)
 HISTORY_PROVIDER = "history"  # the forecast made from measured values (history.py)
 BACKFILL_RETRY_S = 6 * 3600.0  # how often to ask a provider for the last day's values
-BACKFILL_S = timedelta(hours=23)  # how far back to ask
+BACKFILL_SPAN = timedelta(hours=23)  # how far back to ask
 
 
 @dataclass
@@ -215,7 +215,7 @@ class SignalHub:
             return []
         # a little under a day: free tiers serve the last 24 hours only (Electricity Maps'
         # `history`), and a range that starts a moment earlier would ask for more
-        past, _ = self._call(provider_name, "history", fetch, location, now - BACKFILL_S, now)
+        past, _ = self._call(provider_name, "history", fetch, location, now - BACKFILL_SPAN, now)
         return past or []
 
     def _provider_forecast_fresh(self, state: _RegionState, now: datetime) -> bool:
