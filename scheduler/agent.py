@@ -29,6 +29,7 @@ from .errors import AdapterError, ConfigError, GridshiftError, ValidationError
 from .interfaces import (
     ENGINE_TO_JOB_STATE,
     Adapter,
+    ChecksSpecs,
     EngineState,
     EngineStatus,
     Planner,
@@ -213,6 +214,9 @@ class Agent:
                 f"engine {spec.engine!r} is not available; choose one of "
                 f"{', '.join(sorted(self.adapters))}"
             )
+        adapter = self.adapters[spec.engine]
+        if isinstance(adapter, ChecksSpecs):
+            adapter.check_spec(spec)
         unknown = [r for r in spec.allowed_regions if r not in self.settings.regions]
         if unknown:
             raise ValidationError(

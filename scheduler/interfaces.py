@@ -2,7 +2,7 @@
 
 Adapters, signal providers, telemetry sources and stores implement these; the core uses
 nothing else of them. An adapter has a small required interface (`Adapter`) and may add
-optional capabilities (`Suspendable`, `Relocatable`), which the core detects with
+optional capabilities (`Suspendable`, `Relocatable`, `ChecksSpecs`), which the core detects with
 ``isinstance``. Every adapter action is idempotent: calling it twice has the effect of once.
 """
 
@@ -21,6 +21,7 @@ from .models import (
     IntensitySample,
     Job,
     JobEvent,
+    JobSpec,
     JobState,
     PowerSample,
     Snapshot,
@@ -131,6 +132,16 @@ class Relocatable(Protocol):
         ...
 
     def relocate(self, job: Job, region: str) -> None: ...
+
+
+@runtime_checkable
+class ChecksSpecs(Protocol):
+    """Optional: refuse at submission a job the engine could never run (bad engine options),
+    rather than at its first start."""
+
+    def check_spec(self, spec: JobSpec) -> None:
+        """Raise ValidationError saying what is wrong; return None if the job can run."""
+        ...
 
 
 # --------------------------------------------------------------------------------------------
