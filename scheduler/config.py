@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
@@ -184,6 +193,51 @@ class SlurmAdapterConfig(_Section):
     )
 
 
+class RayRegionConfig(_Section):
+    """One Ray cluster, as a region gridshift may place jobs in."""
+
+    address: str = Field(
+        description="the head node's dashboard (Jobs API), e.g. http://10.0.0.5:8265"
+    )
+    capacity_gpus: int | None = Field(
+        default=None, ge=0, description="GPUs jobs may use in this cluster; empty: unlimited"
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^/\s]+/?", value.strip()):
+            raise ValueError(
+                f"{value!r} is not the address of a Ray dashboard: give its URL, "
+                "e.g. http://10.0.0.5:8265 (the Jobs API listens there)"
+            )
+        return value.strip().rstrip("/")
+
+
+class RayAdapterConfig(_Section):
+    """The Ray adapter: jobs as Ray Jobs (the head node's Jobs API, over HTTP)."""
+
+    regions: dict[str, RayRegionConfig] = Field(
+        min_length=1, description="region name -> Ray cluster; region names as under `regions`"
+    )
+    default_region: str | None = Field(
+        default=None, description="region for jobs that name none; empty: the first one"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="per HTTP request")
+    entrypoint_num_cpus: float = Field(
+        default=0.0, ge=0, description="CPUs reserved for each job's entrypoint command"
+    )
+
+    @model_validator(mode="after")
+    def _default_known(self) -> RayAdapterConfig:
+        if self.default_region is not None and self.default_region not in self.regions:
+            raise ValueError(
+                f"default_region {self.default_region!r} is not one of ray.regions "
+                f"({', '.join(sorted(self.regions))})"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GRIDSHIFT_", env_nested_delimiter="__", extra="forbid"
@@ -241,6 +295,7 @@ class Settings(BaseSettings):
     )
     local: LocalAdapterConfig = Field(default_factory=LocalAdapterConfig)
     slurm: SlurmAdapterConfig | None = None
+    ray: RayAdapterConfig | None = None
     nvml: NvmlConfig = Field(default_factory=NvmlConfig)
     clock_speed: float = Field(default=1.0, gt=0, description="demo/test: simulated s per wall s")
     clock_origin: datetime | None = Field(
@@ -265,6 +320,12 @@ class Settings(BaseSettings):
                         f"regions.{name}.sources names provider {source.provider!r}, which is "
                         f"not under providers ({', '.join(sorted(self.providers)) or 'none'})"
                     )
+        for name in self.ray.regions if self.ray is not None else ():
+            if name not in self.regions:
+                raise ValueError(
+                    f"ray.regions names region {name!r}, which is not under regions "
+                    f"({', '.join(sorted(self.regions))}): each Ray cluster needs its signal"
+                )
         return self
 
     @property

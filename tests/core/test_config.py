@@ -30,6 +30,19 @@ def test_yaml_and_environment(tmp_path, monkeypatch):
             "regions:\n  local:\n    sources:\n      - provider: nope\n",
             "names provider 'nope'",
         ),
+        (
+            "ray:\n  regions:\n    local: {address: 'head:8265'}\n",
+            "ray.regions.local.address: Value error, 'head:8265' is not the address of a Ray "
+            "dashboard",
+        ),
+        (
+            "ray:\n  regions:\n    gb: {address: 'http://head:8265'}\n",
+            "ray.regions names region 'gb', which is not under regions (local)",
+        ),
+        (
+            "ray:\n  default_region: gb\n  regions:\n    local: {address: 'http://h:8265'}\n",
+            "default_region 'gb' is not one of ray.regions (local)",
+        ),
         ("- a list\n", "mapping"),
         ("a: [\n", "not valid YAML"),
     ],
