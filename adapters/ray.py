@@ -187,7 +187,10 @@ class RayAdapter:
         return self.marks_dir / f"{submission_id}.suspended"
 
     def check_spec(self, spec: JobSpec) -> None:
-        """Refuse engine options Ray would not take (at submission, not at the start)."""
+        """Refuse regions without a Ray cluster and engine options Ray would not take (at
+        submission, not at the start)."""
+        for region in spec.allowed_regions:
+            self._cluster(region)
         opts = spec.engine_options
         unknown = sorted(set(opts) - _OPTIONS)
         if unknown:

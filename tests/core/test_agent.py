@@ -249,13 +249,20 @@ def test_the_values_measured_are_kept_across_a_restart_and_a_bad_copy_is_relearn
 def test_a_job_with_engine_options_ray_cannot_take_is_refused_at_submission(tmp_path):
     # Ray is not running: the check needs no cluster, and a refused job changes nothing.
     agent = make_agent(
-        tmp_path, ray={"regions": {"local": {"address": f"http://127.0.0.1:{free_port()}"}}}
+        tmp_path,
+        regions={
+            "local": {"sources": [{"provider": "replay"}]},
+            "gb": {"sources": [{"provider": "replay"}]},
+        },
+        ray={"regions": {"local": {"address": f"http://127.0.0.1:{free_port()}"}}},
     )
     base = {"engine": "ray", "command": ["true"], "expected_duration_s": 60}
     with pytest.raises(ValidationError, match="unknown Ray engine options colour"):
         agent.submit(JobSpec(**base, engine_options={"colour": "green"}), deadline_in_s=3600)
     with pytest.raises(ValidationError, match=r"engine_options.num_cpus must be a number >= 0"):
         agent.submit(JobSpec(**base, engine_options={"num_cpus": "two"}), deadline_in_s=3600)
+    with pytest.raises(ValidationError, match="region 'gb' has no Ray cluster"):
+        agent.submit(JobSpec(**base, allowed_regions=["gb"]), deadline_in_s=3600)
     assert agent.store.list_jobs() == []
     job = agent.submit(
         JobSpec(**base, engine_options={"num_cpus": 1, "resources": {"carbon_slot": 1}}),
