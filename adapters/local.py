@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from gridshift.scheduler.clock import Clock
@@ -129,13 +130,13 @@ class LocalAdapter:
     # -- optional capabilities
 
     def suspend(self, job: Job) -> None:
-        pgid = self._pgid(self._dir(job))
+        pgid = self._started_pgid(self._dir(job))
         if pgid is None:
             raise AdapterError(f"job {job.id} has no local process to suspend")
         self._signal(pgid, signal.SIGSTOP)
 
     def resume(self, job: Job) -> None:
-        pgid = self._pgid(self._dir(job))
+        pgid = self._started_pgid(self._dir(job))
         if pgid is None:
             raise AdapterError(f"job {job.id} has no local process to resume")
         self._signal(pgid, signal.SIGCONT)
@@ -206,6 +207,18 @@ class LocalAdapter:
         except (OSError, ValueError, KeyError):
             return []
 
+    def _started_pgid(self, run_dir: Path, wait_s: float = 5.0) -> int | None:
+        """The job's process group; a job released a moment ago (its supervisor has yet to
+        write its pid) is waited for, up to `wait_s`."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            pgid = self._pgid(run_dir)
+            if pgid is not None or not (run_dir / "launch.json").exists():
+                return pgid
+            if (run_dir / "exit.json").exists() or time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
     @staticmethod
     def _pgid(run_dir: Path) -> int | None:
         try:
@@ -241,8 +254,6 @@ def _proc_state(pid: int) -> str | None:
 
 
 def _age_s(path: Path) -> float:
-    import time
-
     try:
         return time.time() - path.stat().st_mtime
     except OSError:
