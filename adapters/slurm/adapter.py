@@ -316,7 +316,8 @@ class SlurmAdapter:
                 f"job {job.id}: environment names must be letters, digits and _ (not starting "
                 f"with a digit): {', '.join(sorted(bad))}"
             )
-        exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(spec.env.items()))
+        env = {**spec.env, "GRIDSHIFT_JOB_ID": job.id}
+        exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(env.items()))
         argv.append(f"--wrap={exports}{command}")
         out = self.cli.run(argv).strip()
         ref = out.split(";")[0].strip()
