@@ -238,6 +238,61 @@ class RayAdapterConfig(_Section):
         return self
 
 
+class KubernetesRegionConfig(_Section):
+    """One Kubernetes cluster (or namespace), as a region gridshift may place jobs in."""
+
+    api_url: str | None = Field(
+        default=None,
+        description="the API server, e.g. https://10.0.0.1:6443; empty: the cluster the agent "
+        "runs in (KUBERNETES_SERVICE_HOST and _PORT)",
+    )
+    namespace: str = Field(
+        default="default",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="where gridshift creates its Jobs",
+    )
+    token_file: str | None = Field(
+        default=None,
+        description="bearer token, read at every request (tokens rotate); empty: the pod's "
+        "service-account token where it exists",
+    )
+    ca_file: str | None = Field(
+        default=None,
+        description="CA bundle for the API server; empty: the pod's service-account CA where "
+        "it exists, else the system's",
+    )
+    capacity_gpus: int | None = Field(
+        default=None, ge=0, description="GPUs jobs may use in this cluster; empty: unlimited"
+    )
+
+
+class KubernetesAdapterConfig(_Section):
+    """The Kubernetes adapter: jobs as batch/v1 Jobs, held with `spec.suspend`."""
+
+    regions: dict[str, KubernetesRegionConfig] = Field(
+        min_length=1, description="region name -> cluster; region names as under `regions`"
+    )
+    default_region: str | None = Field(
+        default=None, description="region for jobs that name none; empty: the first one"
+    )
+    image: str | None = Field(
+        default=None, description="container image for jobs that name none (engine option)"
+    )
+    gpu_resource: str = Field(
+        default="nvidia.com/gpu", min_length=1, description="extended resource of a GPU"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="per API request")
+
+    @model_validator(mode="after")
+    def _default_known(self) -> KubernetesAdapterConfig:
+        if self.default_region is not None and self.default_region not in self.regions:
+            raise ValueError(
+                f"default_region {self.default_region!r} is not one of kubernetes.regions "
+                f"({', '.join(sorted(self.regions))})"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GRIDSHIFT_", env_nested_delimiter="__", extra="forbid"
@@ -296,6 +351,7 @@ class Settings(BaseSettings):
     local: LocalAdapterConfig = Field(default_factory=LocalAdapterConfig)
     slurm: SlurmAdapterConfig | None = None
     ray: RayAdapterConfig | None = None
+    kubernetes: KubernetesAdapterConfig | None = None
     nvml: NvmlConfig = Field(default_factory=NvmlConfig)
     clock_speed: float = Field(default=1.0, gt=0, description="demo/test: simulated s per wall s")
     clock_origin: datetime | None = Field(
@@ -320,12 +376,14 @@ class Settings(BaseSettings):
                         f"regions.{name}.sources names provider {source.provider!r}, which is "
                         f"not under providers ({', '.join(sorted(self.providers)) or 'none'})"
                     )
-        for name in self.ray.regions if self.ray is not None else ():
-            if name not in self.regions:
-                raise ValueError(
-                    f"ray.regions names region {name!r}, which is not under regions "
-                    f"({', '.join(sorted(self.regions))}): each Ray cluster needs its signal"
-                )
+        engines = {"ray": self.ray, "kubernetes": self.kubernetes}
+        for engine, section in engines.items():
+            for name in section.regions if section is not None else ():
+                if name not in self.regions:
+                    raise ValueError(
+                        f"{engine}.regions names region {name!r}, which is not under regions "
+                        f"({', '.join(sorted(self.regions))}): each cluster needs its signal"
+                    )
         return self
 
     @property

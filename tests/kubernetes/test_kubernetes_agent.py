@@ -1,0 +1,110 @@
+"""The agent driving the Kubernetes adapter (kmock's API server, the Job controller played
+by `JobController`): a deferrable job waits as a suspended Job until its clean window, is
+released then, and its outcome and exit code come back through reconcile."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gridshift.adapters.kubernetes import KubernetesAdapter
+from gridshift.scheduler.agent import Agent
+from gridshift.scheduler.clock import FakeClock
+from gridshift.scheduler.config import load_settings
+from gridshift.scheduler.errors import ValidationError
+from gridshift.scheduler.models import JobSpec, JobState
+
+from .conftest import ApiServer, JobController
+
+START = datetime(2026, 3, 4, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def agent(api_server: ApiServer, tmp_path: Path) -> Iterator[Agent]:
+    lines = ["time,intensity"]
+    for h in range(14 * 24):  # dirty until 05:00, clean until 11:00, then middling
+        value = 800 if h < 5 else 100 if h < 11 else 400
+        lines.append(f"{START + timedelta(hours=h):%Y-%m-%dT%H:%M:%S}+0000,{value}")
+    trace = tmp_path / "trace.csv"
+    trace.write_text("\n".join(lines) + "\n")
+    settings = load_settings(
+        None,
+        state_dir=tmp_path / "state",
+        providers={"replay": {"type": "replay"}},
+        regions={"eu": {"sources": [{"provider": "replay", "location": str(trace)}]}},
+        default_region="eu",
+        kubernetes={
+            "regions": {"eu": {"api_url": api_server.url, "namespace": "ml"}},
+            "image": "registry.example/train:1",
+        },
+    )
+    agent = Agent.build(settings, clock=FakeClock(START), registry=CollectorRegistry())
+    assert isinstance(agent.adapters["kubernetes"], KubernetesAdapter)
+    agent.startup()
+    yield agent
+    agent.stop()
+
+
+def step(agent: Agent, minutes: float) -> None:
+    assert isinstance(agent.clock, FakeClock)
+    agent.clock.advance(timedelta(minutes=minutes))
+    agent.refresh_signals()
+    agent.reconcile()
+    agent.tick()
+
+
+def test_held_as_a_suspended_job_then_released_and_finished(
+    agent: Agent, api_server: ApiServer
+) -> None:
+    controller = JobController(api_server, "ml")
+    spec = JobSpec(engine="kubernetes", command=["python", "train.py"], expected_duration_s=3600)
+    job = agent.submit(spec, deadline_in_s=12 * 3600)
+    name = f"gridshift-{job.id}"
+    plan = job.planned_start
+    assert job.state == JobState.HELD and plan is not None
+    assert START + timedelta(hours=5) <= plan <= START + timedelta(hours=10)
+    created = api_server.job("ml", name)
+    assert created is not None and created["spec"]["suspend"] is True
+    controller.sync()
+    assert api_server.pods("ml", name) == []
+
+    while agent.store.get_job(job.id).state == JobState.HELD:
+        controller.sync()
+        step(agent, 30)
+    started = agent.store.get_job(job.id)
+    assert started.state == JobState.RUNNING and started.started_at is not None
+    assert START + timedelta(hours=5) <= started.started_at <= START + timedelta(hours=10)
+    assert api_server.job("ml", name)["spec"]["suspend"] is False
+    controller.sync()
+    step(agent, 10)
+    assert agent.store.get_job(job.id).state == JobState.RUNNING
+    controller.finish(name, 0)
+    step(agent, 10)
+    done = agent.store.get_job(job.id)
+    assert done.state == JobState.SUCCEEDED and done.exit_code == 0
+
+    failing = agent.submit(
+        JobSpec(engine="kubernetes", command=["false"], expected_duration_s=600),
+        deadline_in_s=1200,  # no time to wait: starts now
+    )
+    assert failing.state == JobState.RUNNING
+    controller.sync()
+    controller.finish(f"gridshift-{failing.id}", 1)
+    step(agent, 1)
+    failed = agent.store.get_job(failing.id)
+    assert failed.state == JobState.FAILED and failed.exit_code == 1
+    assert "BackoffLimitExceeded" in failed.reason
+
+
+def test_a_job_kubernetes_cannot_run_is_refused_at_submission(agent: Agent) -> None:
+    bad = JobSpec(
+        engine="kubernetes", command=["true"], expected_duration_s=60,
+        engine_options={"image": "x", "privileged": True},
+    )  # fmt: skip
+    with pytest.raises(ValidationError, match="unknown Kubernetes engine options privileged"):
+        agent.submit(bad, deadline_in_s=3600)
+    assert agent.store.list_jobs() == []
