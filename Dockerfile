@@ -8,8 +8,8 @@
 # python:3.12-slim, or a locally made Debian image where no registry can be reached (see
 # deploy/docs/operators.md, "Building the image offline").
 #
-# EXTRAS picks the optional engines baked in ("kubernetes", "ray", "postgres", comma-separated;
-# empty for none). Wheels put in deploy/docker/wheels/ are used before any index; build with
+# EXTRAS picks optional dependency groups of pyproject.toml (comma-separated; empty for none).
+# The engines need none: Slurm is driven through its commands, Ray and Kubernetes over HTTP. Wheels put in deploy/docker/wheels/ are used before any index; build with
 # --build-arg PIP_NO_INDEX=1 to use only those (an offline build).
 ARG BASE=python:3.12-slim
 

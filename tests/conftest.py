@@ -1,6 +1,6 @@
 """Shared test helpers.
 
-Tests that need an external component (Slurm, Prometheus, Ray, PostgreSQL, a C compiler for
+Tests that need an external component (Slurm, Prometheus, Ray, a C compiler for
 the fake NVML, Docker) call `require(name, available, hint)`. On a laptop a missing component
 skips the test; in CI (`GRIDSHIFT_REQUIRE_COMPONENTS=1`, set by .ci/run) it fails it, so a
 missing install can never pass silently.
