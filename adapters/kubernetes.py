@@ -38,6 +38,8 @@ from gridshift.scheduler.errors import AdapterError, Conflict, EngineUnavailable
 from gridshift.scheduler.interfaces import EngineState, EngineStatus
 from gridshift.scheduler.models import Job, JobSpec
 
+from ._common import Clusters, check_option_names
+
 log = logging.getLogger(__name__)
 
 PREFIX = "gridshift-"
@@ -63,7 +65,7 @@ class KubernetesAdapter:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.default_region = config.default_region or next(iter(config.regions))
+        self.clusters = Clusters("Kubernetes", "kubernetes", config.regions, config.default_region)
         self.http = session or requests.Session()
 
     # -- required interface
@@ -142,7 +144,7 @@ class KubernetesAdapter:
         log.info("job %s resumed in Kubernetes (%s)", job.id, region)
 
     def regions(self) -> dict[str, int | None]:
-        return {name: r.capacity_gpus for name, r in self.config.regions.items()}
+        return self.clusters.capacities()
 
     def relocate(self, job: Job, region: str) -> None:
         self._cfg(region)
@@ -167,15 +169,9 @@ class KubernetesAdapter:
     def check_spec(self, spec: JobSpec) -> None:
         """Refuse, at submission, a job Kubernetes could not run: a region without a cluster,
         no image, engine options it would not take."""
-        for region in spec.allowed_regions:
-            self._cfg(region)
+        self.clusters.check_allowed(spec)
         opts = spec.engine_options
-        unknown = sorted(set(opts) - _OPTIONS)
-        if unknown:
-            raise ValidationError(
-                f"unknown Kubernetes engine options {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(_OPTIONS))})"
-            )
+        check_option_names("Kubernetes", opts, _OPTIONS)
         if not (opts.get("image") or self.config.image):
             raise ValidationError(
                 "a Kubernetes job needs a container image: engine_options.image, or "
@@ -192,18 +188,10 @@ class KubernetesAdapter:
     # -- internals
 
     def _cfg(self, region: str | None) -> KubernetesRegionConfig:
-        name = region or self.default_region
-        if name not in self.config.regions:
-            raise ValidationError(
-                f"region {name!r} has no Kubernetes cluster; configured regions: "
-                f"{', '.join(sorted(self.config.regions))} (see kubernetes.regions)"
-            )
-        return self.config.regions[name]
+        return self.clusters.get(region)
 
     def _region(self, job: Job) -> str:
-        region = job.region or self.default_region
-        self._cfg(region)
-        return region
+        return self.clusters.of(job)
 
     def _now(self) -> str:
         return self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")

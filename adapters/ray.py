@@ -42,6 +42,8 @@ from gridshift.scheduler.errors import AdapterError, Conflict, EngineUnavailable
 from gridshift.scheduler.interfaces import EngineState, EngineStatus
 from gridshift.scheduler.models import Job, JobSpec
 
+from ._common import Clusters, check_option_names
+
 log = logging.getLogger(__name__)
 
 PREFIX = "gridshift-"
@@ -74,13 +76,13 @@ class RayAdapter:
         self.config = config
         self.clock = clock
         self.marks_dir = Path(marks_dir)
-        self.default_region = config.default_region or next(iter(config.regions))
+        self.clusters = Clusters("Ray", "ray", config.regions, config.default_region)
         self.http = session or requests.Session()
 
     # -- required interface
 
     def submit(self, job: Job) -> str:
-        self._cluster(job.region)  # the region must have a cluster
+        self.clusters.of(job)  # the region must have a cluster
         self.check_spec(job.spec)
         return PREFIX + job.id
 
@@ -156,10 +158,10 @@ class RayAdapter:
         self._start(job, region, len(runs) + 1)
 
     def regions(self) -> dict[str, int | None]:
-        return {name: r.capacity_gpus for name, r in self.config.regions.items()}
+        return self.clusters.capacities()
 
     def relocate(self, job: Job, region: str) -> None:
-        self._cluster(region)
+        self.clusters.get(region)
         runs = self._runs(job, self._region(job))
         if runs:
             raise Conflict(
@@ -170,18 +172,10 @@ class RayAdapter:
     # -- internals
 
     def _region(self, job: Job) -> str:
-        region = job.region or self.default_region
-        self._cluster(region)
-        return region
+        return self.clusters.of(job)
 
     def _cluster(self, region: str | None) -> str:
-        name = region or self.default_region
-        if name not in self.config.regions:
-            raise ValidationError(
-                f"region {name!r} has no Ray cluster; configured regions: "
-                f"{', '.join(sorted(self.config.regions))} (see ray.regions)"
-            )
-        return self.config.regions[name].address.rstrip("/")
+        return self.clusters.get(region).address.rstrip("/")
 
     def _mark(self, submission_id: str) -> Path:
         return self.marks_dir / f"{submission_id}.suspended"
@@ -189,15 +183,9 @@ class RayAdapter:
     def check_spec(self, spec: JobSpec) -> None:
         """Refuse regions without a Ray cluster and engine options Ray would not take (at
         submission, not at the start)."""
-        for region in spec.allowed_regions:
-            self._cluster(region)
+        self.clusters.check_allowed(spec)
         opts = spec.engine_options
-        unknown = sorted(set(opts) - _OPTIONS)
-        if unknown:
-            raise ValidationError(
-                f"unknown Ray engine options {', '.join(unknown)} "
-                f"(known: {', '.join(sorted(_OPTIONS))})"
-            )
+        check_option_names("Ray", opts, _OPTIONS)
         for key in ("runtime_env", "resources"):
             if not isinstance(opts.get(key, {}), dict):
                 raise ValidationError(f"engine_options.{key} must be a mapping")

@@ -193,6 +193,14 @@ class SlurmAdapterConfig(_Section):
     )
 
 
+def _check_default_region(section: str, default: str | None, regions: Mapping[str, Any]) -> None:
+    if default is not None and default not in regions:
+        raise ValueError(
+            f"default_region {default!r} is not one of {section}.regions "
+            f"({', '.join(sorted(regions))})"
+        )
+
+
 class RayRegionConfig(_Section):
     """One Ray cluster, as a region gridshift may place jobs in."""
 
@@ -230,11 +238,7 @@ class RayAdapterConfig(_Section):
 
     @model_validator(mode="after")
     def _default_known(self) -> RayAdapterConfig:
-        if self.default_region is not None and self.default_region not in self.regions:
-            raise ValueError(
-                f"default_region {self.default_region!r} is not one of ray.regions "
-                f"({', '.join(sorted(self.regions))})"
-            )
+        _check_default_region("ray", self.default_region, self.regions)
         return self
 
 
@@ -285,11 +289,7 @@ class KubernetesAdapterConfig(_Section):
 
     @model_validator(mode="after")
     def _default_known(self) -> KubernetesAdapterConfig:
-        if self.default_region is not None and self.default_region not in self.regions:
-            raise ValueError(
-                f"default_region {self.default_region!r} is not one of kubernetes.regions "
-                f"({', '.join(sorted(self.regions))})"
-            )
+        _check_default_region("kubernetes", self.default_region, self.regions)
         return self
 
 
