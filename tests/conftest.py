@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +47,25 @@ def shared_carbon() -> Path:
     """The real carbon traces beside the repository (../shared/data/carbon)."""
     require("shared carbon traces", SHARED_CARBON.is_dir(), f"expected at {SHARED_CARBON}")
     return SHARED_CARBON
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> Any:
+    """Poll until `predicate()` is truthy (a real engine acts on its own time); its value."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}: {last!r}")
+
+
+def write_trace(path: Path, start: datetime, first_hours: Sequence[float], then: float) -> Path:
+    """An hourly two-column trace over two weeks from `start`: `first_hours`, then `then`."""
+    lines = ["time,intensity"]
+    for h in range(14 * 24):
+        value = first_hours[h] if h < len(first_hours) else then
+        lines.append(f"{(start + timedelta(hours=h)):%Y-%m-%dT%H:%M:%S}+0000,{value}")
+    path.write_text("\n".join(lines) + "\n")
+    return path

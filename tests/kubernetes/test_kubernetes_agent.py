@@ -17,6 +17,7 @@ from gridshift.scheduler.clock import FakeClock
 from gridshift.scheduler.config import load_settings
 from gridshift.scheduler.errors import ValidationError
 from gridshift.scheduler.models import JobSpec, JobState
+from tests.conftest import write_trace
 
 from .conftest import ApiServer, JobController
 
@@ -25,12 +26,8 @@ START = datetime(2026, 3, 4, 0, 0, tzinfo=UTC)
 
 @pytest.fixture
 def agent(api_server: ApiServer, tmp_path: Path) -> Iterator[Agent]:
-    lines = ["time,intensity"]
-    for h in range(14 * 24):  # dirty until 05:00, clean until 11:00, then middling
-        value = 800 if h < 5 else 100 if h < 11 else 400
-        lines.append(f"{START + timedelta(hours=h):%Y-%m-%dT%H:%M:%S}+0000,{value}")
-    trace = tmp_path / "trace.csv"
-    trace.write_text("\n".join(lines) + "\n")
+    # dirty until 05:00, clean until 11:00, then middling
+    trace = write_trace(tmp_path / "trace.csv", START, [800] * 5 + [100] * 6, 400)
     settings = load_settings(
         None,
         state_dir=tmp_path / "state",

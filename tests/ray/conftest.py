@@ -14,8 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import free_port, require
+from tests.conftest import free_port, require, wait_for
 
 RAY_GPUS = 2
 
@@ -120,15 +119,3 @@ def _api_up(address: str) -> bool:
         return requests.get(address + "/api/version", timeout=2).ok
     except requests.RequestException:
         return False
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "") -> Any:
-    """Poll until `predicate()` is truthy (a Ray job takes a few seconds to set up)."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}: {last!r}")

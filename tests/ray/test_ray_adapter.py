@@ -17,9 +17,9 @@ from gridshift.scheduler.config import RayAdapterConfig
 from gridshift.scheduler.errors import AdapterError, Conflict, EngineUnavailable, ValidationError
 from gridshift.scheduler.interfaces import Adapter, EngineState, Relocatable, Suspendable
 from gridshift.scheduler.models import Job, JobSpec, new_job_id
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 
-from .conftest import RayHead, wait_for
+from .conftest import RayHead
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ agent submits it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,21 +21,13 @@ from gridshift.scheduler.agent import Agent
 from gridshift.scheduler.clock import FakeClock
 from gridshift.scheduler.config import load_settings
 from gridshift.scheduler.models import JobSpec, JobState
+from tests.conftest import wait_for, write_trace
 
-from .conftest import RayHead, wait_for
+from .conftest import RayHead
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 START = datetime(2026, 3, 4, 0, 0, tzinfo=UTC)
-
-
-def write_trace(path: Path, hours: Sequence[float], then: float) -> Path:
-    lines = ["time,intensity"]
-    for h in range(14 * 24):
-        value = hours[h] if h < len(hours) else then
-        lines.append(f"{(START + timedelta(hours=h)):%Y-%m-%dT%H:%M:%S}+0000,{value}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture
@@ -80,8 +72,9 @@ def test_held_until_clean_then_paused_over_dirty_hours_and_resumed(
 ) -> None:
     clock = FakeClock(START)
     # brown is dirty throughout; green is clean from 01:00 to 03:00 and from 06:00 to 08:00
-    brown = write_trace(tmp_path / "brown.csv", [700] * 24, 700)
-    green = write_trace(tmp_path / "green.csv", [900, 100, 100, 900, 900, 900, 100, 100], 900)
+    brown = write_trace(tmp_path / "brown.csv", START, [700] * 24, 700)
+    green_hours = [900, 100, 100, 900, 900, 900, 100, 100]
+    green = write_trace(tmp_path / "green.csv", START, green_hours, 900)
     agent = make_agent(ray_head, tmp_path, {"brown": brown, "green": green}, clock)
     agents.append(agent)
     runs_log = tmp_path / "runs.log"
@@ -129,7 +122,7 @@ def test_outcomes_and_exit_codes_are_recorded(
     ray_head: RayHead, tmp_path: Path, agents: list[Agent]
 ) -> None:
     clock = FakeClock(START)
-    flat = write_trace(tmp_path / "flat.csv", [300] * 24, 300)
+    flat = write_trace(tmp_path / "flat.csv", START, [300] * 24, 300)
     agent = make_agent(ray_head, tmp_path, {"brown": flat}, clock)
     agents.append(agent)
     ok = agent.submit(spec("echo fine", expected_duration_s=600), deadline_in_s=1800)

@@ -117,15 +117,3 @@ def make_job(bed: SlurmBed, clock: FakeClock) -> Callable[..., Job]:
         )
 
     return make
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str = "") -> Any:
-    """Poll until `predicate()` is truthy (Slurm acts on its next scheduling pass)."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}: {last!r}")

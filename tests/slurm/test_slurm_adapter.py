@@ -13,9 +13,10 @@ from gridshift.scheduler.clock import FakeClock
 from gridshift.scheduler.errors import Conflict, EngineUnavailable, ValidationError
 from gridshift.scheduler.interfaces import Adapter, EngineState, Relocatable, Suspendable
 from gridshift.scheduler.models import Job, JobSpec
+from tests.conftest import wait_for
 
 from .bed import SlurmBed
-from .conftest import slurm_config, wait_for
+from .conftest import slurm_config
 
 pytestmark = pytest.mark.slurm
 

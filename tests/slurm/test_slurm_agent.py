@@ -21,9 +21,10 @@ from gridshift.scheduler.agent import Agent
 from gridshift.scheduler.clock import FakeClock
 from gridshift.scheduler.config import load_settings
 from gridshift.scheduler.models import JobSpec, JobState
+from tests.conftest import wait_for
+from tests.conftest import write_trace as shared_write_trace
 
 from .bed import PARTITIONS, SlurmBed
-from .conftest import wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -32,13 +33,8 @@ CLEAN_G = 50.0
 
 
 def write_trace(path: Path, first_hours: Sequence[float], then: float) -> Path:
-    """An hourly two-column trace over two weeks from START: `first_hours`, then `then`."""
-    lines = ["time,intensity"]
-    for h in range(14 * 24):
-        value = first_hours[h] if h < len(first_hours) else then
-        lines.append(f"{(START + timedelta(hours=h)):%Y-%m-%dT%H:%M:%S}+0000,{value}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    """An hourly trace over two weeks from START: `first_hours`, then `then`."""
+    return shared_write_trace(path, START, first_hours, then)
 
 
 def make_agent(
