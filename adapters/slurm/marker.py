@@ -27,13 +27,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ...scheduler.errors import ValidationError
-from ...scheduler.models import parse_duration_s
+from .._common import opt_in_spec
 
 USER_KEYS = ("deadline", "max_delay", "duration", "interruptible", "regions")
 AGENT_KEYS = ("id", "start", "paused")
-_TRUE = {"1", "yes", "true", "on", "y"}
-_FALSE = {"0", "no", "false", "off", "n", ""}
 
 
 @dataclass
@@ -81,31 +78,6 @@ def format_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _bool(value: str, key: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValidationError(f"marker key {key}={value!r} must be yes or no")
-
-
-def _absolute_time(value: str) -> datetime | None:
-    text = value.strip()
-    if not text or not text[0].isdigit() or "-" not in text:
-        return None
-    text = text.replace("Z", "+00:00").replace("z", "+00:00")
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ValidationError(
-            f"deadline {value!r} is neither a duration (8h) nor a UTC time (2026-05-01T06:00Z)"
-        ) from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC)
-
-
 def adopt_spec(
     fields: dict[str, Any],
     *,
@@ -123,49 +95,21 @@ def adopt_spec(
     from the submission, not from the moment gridshift first sees the job.
     Raises ValidationError (naming the key) when the marker cannot be understood.
     """
-    if "duration" in fields:
-        try:
-            duration_s = parse_duration_s(fields["duration"])
-        except ValueError as exc:
-            raise ValidationError(f"marker key duration: {exc}") from None
-    elif time_limit_s:
-        duration_s = time_limit_s
-    else:
-        duration_s = default_duration_s
-    if duration_s <= 0:
-        raise ValidationError("marker key duration must be positive")
     spec: dict[str, Any] = {
         "name": name or f"slurm-{slurm_job_id}",
         "command": [f"slurm:{slurm_job_id}"],
         "engine": "slurm",
         "engine_options": {"slurm_job_id": slurm_job_id, "native": True},
         "gpus": gpus,
-        "expected_duration_s": duration_s,
-        "interruptible": _bool(fields.get("interruptible", "no"), "interruptible"),
         "labels": {"slurm_job_id": slurm_job_id},
     }
-    if "deadline" in fields and "max_delay" in fields:
-        raise ValidationError("give either deadline or max_delay in the marker, not both")
-    if "deadline" in fields:
-        absolute = _absolute_time(fields["deadline"])
-        if absolute is not None:
-            spec["deadline"] = absolute
-        else:
-            try:
-                within_s = parse_duration_s(fields["deadline"])
-            except ValueError as exc:
-                raise ValidationError(f"marker key deadline: {exc}") from None
-            spec["max_delay_s"] = max(0.0, within_s - duration_s - max(0.0, submitted_age_s))
-    elif "max_delay" in fields:
-        try:
-            delay_s = parse_duration_s(fields["max_delay"])
-        except ValueError as exc:
-            raise ValidationError(f"marker key max_delay: {exc}") from None
-        spec["max_delay_s"] = max(0.0, delay_s - max(0.0, submitted_age_s))
-    regions = fields.get("regions", "").strip()
-    if regions and regions.lower() != "any":
-        spec["allowed_regions"] = [r.strip() for r in regions.split(",") if r.strip()]
-    elif not regions and current_region:
-        # A user who picked a partition keeps it unless the marker says otherwise.
-        spec["allowed_regions"] = [current_region]
+    spec.update(
+        opt_in_spec(
+            fields,
+            fallback_duration_s=time_limit_s or default_duration_s,
+            submitted_age_s=submitted_age_s,
+            current_region=current_region,
+            key=lambda k: f"marker key {k}",
+        )
+    )
     return spec
