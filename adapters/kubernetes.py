@@ -13,6 +13,11 @@ it waiting; the Job controller creates no pods until gridshift releases it:
     relocate  a job not yet started is created in the new region's cluster and deleted
               from the old one
 
+A Job created directly (`kubectl apply`) opts in with the label `gridshift.io/opt-in: "true"`,
+annotations saying what it needs (`gridshift.io/deadline`, `max-delay`, `duration`,
+`interruptible`) and `spec.suspend: true`; the agent adopts it, and the adapter acts on it
+in place (it stays in its cluster).
+
 Every action is a merge patch to the wanted state, so doing it twice has the effect of once.
 The Job is named `gridshift-<job id>` and labelled `gridshift.io/job-id`; its state is read
 from what the Job controller records (`status.active`, `ready`, the Complete and Failed
@@ -38,7 +43,7 @@ from gridshift.scheduler.errors import AdapterError, Conflict, EngineUnavailable
 from gridshift.scheduler.interfaces import EngineState, EngineStatus
 from gridshift.scheduler.models import Job, JobSpec
 
-from ._common import Clusters, check_option_names
+from ._common import Clusters, check_option_names, opt_in_spec
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ JOB_ID_LABEL = "gridshift.io/job-id"
 MANAGED = ("app.kubernetes.io/managed-by", "gridshift")
 STARTED = "gridshift.io/started"  # annotation: when gridshift first released it
 CANCELLED = "gridshift.io/cancelled"
+OPT_IN_LABEL = "gridshift.io/opt-in"  # a Job created directly asks gridshift to plan it
+ANNOTATION = "gridshift.io/"  # its wishes: gridshift.io/deadline, max-delay, duration, ...
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _OPTIONS = {"image", "cpu", "memory", "node_selector", "tolerations", "service_account"}
 _MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -67,6 +74,7 @@ class KubernetesAdapter:
         self.clock = clock
         self.clusters = Clusters("Kubernetes", "kubernetes", config.regions, config.default_region)
         self.http = session or requests.Session()
+        self._warned: set[tuple[str, str]] = set()  # opt-in Jobs already reported as unreadable
 
     # -- required interface
 
@@ -92,7 +100,7 @@ class KubernetesAdapter:
 
     def cancel(self, job: Job) -> None:
         region = self._region(job)
-        found = self._get_job(job.id, region)
+        found = self._get_job(job, region)
         if found is None or _finished(found) or _annotations(found).get(CANCELLED):
             return
         patch = {"metadata": {"annotations": {CANCELLED: self._now()}}, "spec": {"suspend": True}}
@@ -101,10 +109,10 @@ class KubernetesAdapter:
 
     def status(self, job: Job) -> EngineStatus:
         region = self._region(job)
-        found = self._get_job(job.id, region)
+        found = self._get_job(job, region)
         if found is None:
             return EngineStatus(
-                ref=f"{self._cfg(region).namespace}/{PREFIX}{job.id}",
+                ref="/".join(self._locate(job, region)),
                 job_id=job.id,
                 state=EngineState.MISSING,
                 region=region,
@@ -112,16 +120,84 @@ class KubernetesAdapter:
         return self._status(found, region)
 
     def list_managed(self) -> list[EngineStatus]:
+        """gridshift's Jobs, and the Jobs created directly that opt in (label
+        gridshift.io/opt-in=true), in every region's namespace."""
         out: list[EngineStatus] = []
         for region, cfg in self.config.regions.items():
             path = f"/apis/batch/v1/namespaces/{cfg.namespace}/jobs"
-            selector = {"labelSelector": "=".join(MANAGED)}
-            listing = self._request("GET", region, path, missing_ok=True, params=selector)
-            for item in (listing or {}).get("items") or []:
-                labels = item.get("metadata", {}).get("labels") or {}
-                if labels.get(MANAGED[0]) == MANAGED[1] and labels.get(JOB_ID_LABEL):
-                    out.append(self._status(item, region, with_exit_code=False))
+            seen: set[str] = set()
+            for selector in ("=".join(MANAGED), f"{OPT_IN_LABEL}=true"):
+                params = {"labelSelector": selector}
+                listing = self._request("GET", region, path, missing_ok=True, params=params)
+                for item in (listing or {}).get("items") or []:
+                    name = (item.get("metadata") or {}).get("name", "")
+                    if name in seen:  # each Job once, whichever listings return it
+                        continue
+                    seen.add(name)
+                    labels = item.get("metadata", {}).get("labels") or {}
+                    if labels.get(JOB_ID_LABEL):  # created by gridshift, or adopted and claimed
+                        out.append(self._status(item, region, with_exit_code=False))
+                    elif labels.get(OPT_IN_LABEL) == "true":
+                        out.append(self._adoption(item, region))
         return out
+
+    def _adoption(self, item: dict[str, Any], region: str) -> EngineStatus:
+        """A Job created directly that opts in: what it asks for, if it waits suspended."""
+        st = self._status(item, region, with_exit_code=False)
+        meta = item.get("metadata") or {}
+        ref = st.ref
+        if st.state != EngineState.HELD:
+            if st.state not in (EngineState.SUCCEEDED, EngineState.FAILED):
+                self._warn_once(
+                    ref, "it is not suspended; create it with spec.suspend: true so it waits"
+                )
+            return st
+        annotations = _annotations(item)
+        fields = {
+            key[len(ANNOTATION) :].replace("-", "_"): value
+            for key, value in annotations.items()
+            if key.startswith(ANNOTATION)
+        }
+        if "regions" in fields:
+            self._warn_once(ref, "gridshift.io/regions is ignored: an adopted Job stays put")
+            del fields["regions"]
+        created = _time(meta.get("creationTimestamp"))
+        age_s = (self.clock.now() - created).total_seconds() if created else 0.0
+        pod = ((item.get("spec") or {}).get("template") or {}).get("spec") or {}
+        gpus = sum(
+            int(((c.get("resources") or {}).get("limits") or {}).get(self.config.gpu_resource, 0))
+            for c in pod.get("containers") or []
+        )
+        try:
+            spec: dict[str, Any] = {
+                "name": meta.get("name") or ref,
+                "command": [f"kubernetes:{ref}"],
+                "engine": "kubernetes",
+                "engine_options": {"native": True},
+                "gpus": gpus,
+                "labels": {"kubernetes_job": ref},
+            }
+            spec.update(
+                opt_in_spec(
+                    fields,
+                    fallback_duration_s=float(
+                        (item.get("spec") or {}).get("activeDeadlineSeconds")
+                        or self.config.default_duration_s
+                    ),
+                    submitted_age_s=age_s,
+                    current_region=region,
+                    key=lambda k: f"annotation {ANNOTATION}{k.replace('_', '-')}",
+                )
+            )
+        except (ValidationError, ValueError) as exc:
+            self._warn_once(ref, f"{exc}; left alone")
+            return st
+        return st.model_copy(update={"adopt_spec": spec})
+
+    def _warn_once(self, ref: str, why: str) -> None:
+        if (ref, why) not in self._warned:
+            self._warned.add((ref, why))
+            log.warning("kubernetes: Job %s opts in to gridshift, but %s", ref, why)
 
     # -- optional capabilities
 
@@ -148,13 +224,15 @@ class KubernetesAdapter:
 
     def relocate(self, job: Job, region: str) -> None:
         self._cfg(region)
-        here = self._get_job(job.id, region)
+        if job.spec.engine_options.get("native"):
+            raise Conflict(f"job {job.id} is a Job adopted from {job.engine_ref}: it stays there")
+        here = self._get_job(job, region)
         if here is not None and (_is_started(here) or not here["spec"].get("suspend")):
             return  # already there (and released there)
         for other in self.config.regions:
             if other == region:
                 continue
-            found = self._get_job(job.id, other)
+            found = self._get_job(job, other)
             if found is not None and (_is_started(found) or not found["spec"].get("suspend")):
                 raise Conflict(
                     f"job {job.id} was already released in {other}; only a job not yet "
@@ -162,8 +240,8 @@ class KubernetesAdapter:
                 )
         self._create(job, region)
         for other in self.config.regions:
-            if other != region and self._get_job(job.id, other) is not None:
-                self._request("DELETE", other, self._job_path(job.id, other), missing_ok=True)
+            if other != region and self._get_job(job, other) is not None:
+                self._request("DELETE", other, self._job_path(job, other), missing_ok=True)
         log.info("job %s moved to %s in Kubernetes", job.id, region)
 
     def check_spec(self, spec: JobSpec) -> None:
@@ -196,30 +274,42 @@ class KubernetesAdapter:
     def _now(self) -> str:
         return self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    def _job_path(self, job_id: str, region: str) -> str:
-        return f"/apis/batch/v1/namespaces/{self._cfg(region).namespace}/jobs/{PREFIX}{job_id}"
+    def _locate(self, job: Job, region: str) -> tuple[str, str]:
+        """(namespace, name) of the job's Job in `region`: an adopted Job keeps its own."""
+        if job.spec.engine_options.get("native") and job.engine_ref and "/" in job.engine_ref:
+            namespace, name = job.engine_ref.split("/", 1)
+            return namespace, name
+        return self._cfg(region).namespace, PREFIX + job.id
 
-    def _get_job(self, job_id: str, region: str) -> dict[str, Any] | None:
-        found = self._request("GET", region, self._job_path(job_id, region), missing_ok=True)
+    def _job_path(self, job: Job, region: str) -> str:
+        namespace, name = self._locate(job, region)
+        return f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
+
+    def _get_job(self, job: Job, region: str) -> dict[str, Any] | None:
+        found = self._request("GET", region, self._job_path(job, region), missing_ok=True)
         return dict(found) if found is not None else None
 
     def _require(self, job: Job, region: str, action: str) -> dict[str, Any]:
-        found = self._get_job(job.id, region)
+        found = self._get_job(job, region)
         if found is None:
+            namespace, name = self._locate(job, region)
             raise AdapterError(
-                f"cannot {action} job {job.id}: Kubernetes has no Job {PREFIX}{job.id} in "
-                f"{region} (namespace {self._cfg(region).namespace})"
+                f"cannot {action} job {job.id}: Kubernetes has no Job {name} in {region} "
+                f"(namespace {namespace})"
             )
         return found
 
     def _patch(self, job: Job, region: str, patch: dict[str, Any], started: bool = False) -> None:
+        meta = patch.setdefault("metadata", {})
         if started:
-            patch.setdefault("metadata", {}).setdefault("annotations", {})[STARTED] = self._now()
-        path = self._job_path(job.id, region)
+            meta.setdefault("annotations", {})[STARTED] = self._now()
+        if job.spec.engine_options.get("native"):
+            meta.setdefault("labels", {})[JOB_ID_LABEL] = job.id  # claimed: no longer an offer
+        path = self._job_path(job, region)
         self._request("PATCH", region, path, json=patch, headers=_MERGE)
 
     def _create(self, job: Job, region: str) -> None:
-        if self._get_job(job.id, region) is not None:
+        if self._get_job(job, region) is not None:
             return  # created by an earlier call whose answer was lost
         spec = job.spec
         opts = spec.engine_options
@@ -282,7 +372,7 @@ class KubernetesAdapter:
     ) -> EngineStatus:
         meta = item.get("metadata") or {}
         status = item.get("status") or {}
-        job_id = (meta.get("labels") or {}).get(JOB_ID_LABEL) or meta.get("name", "")[len(PREFIX) :]
+        job_id = (meta.get("labels") or {}).get(JOB_ID_LABEL)
         conditions = {
             c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"
         }

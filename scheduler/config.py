@@ -286,6 +286,12 @@ class KubernetesAdapterConfig(_Section):
         default="nvidia.com/gpu", min_length=1, description="extended resource of a GPU"
     )
     timeout_s: float = Field(default=10.0, gt=0, le=300, description="per API request")
+    default_duration_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="expected duration of an adopted Job with neither a gridshift.io/duration "
+        "annotation nor activeDeadlineSeconds",
+    )
 
     @model_validator(mode="after")
     def _default_known(self) -> KubernetesAdapterConfig:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from prometheus_client import CollectorRegistry
 
 from gridshift.adapters.kubernetes import KubernetesAdapter
@@ -105,3 +106,76 @@ def test_a_job_kubernetes_cannot_run_is_refused_at_submission(agent: Agent) -> N
     with pytest.raises(ValidationError, match="unknown Kubernetes engine options privileged"):
         agent.submit(bad, deadline_in_s=3600)
     assert agent.store.list_jobs() == []
+
+
+def native_job(name: str, *, suspend: bool = True, **annotations: str) -> dict[str, object]:
+    """A Job as a user writes it for `kubectl apply`, opting in to gridshift."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "labels": {"gridshift.io/opt-in": "true"},
+            "annotations": {
+                f"gridshift.io/{k.replace('_', '-')}": v for k, v in annotations.items()
+            },
+        },
+        "spec": {
+            "suspend": suspend,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{
+                        "name": "train", "image": "registry.example/bert:1",
+                        "command": ["python", "train.py"],
+                        "resources": {"limits": {"nvidia.com/gpu": 2}},
+                    }],
+                }
+            },
+        },
+    }  # fmt: skip
+
+
+def test_a_job_created_with_kubectl_that_opts_in_is_adopted_planned_and_released(
+    agent: Agent, api_server: ApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    controller = JobController(api_server, "ml")
+    url = f"{api_server.url}/apis/batch/v1/namespaces/ml/jobs"
+    for body in (
+        native_job("train-bert", deadline="12h", duration="1h"),
+        native_job("not-suspended", deadline="12h", suspend=False),  # it starts at once
+        native_job("unreadable", deadline="soon"),
+    ):
+        requests.post(url, json=body, timeout=5).raise_for_status()
+
+    agent.reconcile()
+    adopted = agent.store.find_by_engine_ref("kubernetes", "ml/train-bert")
+    assert adopted is not None
+    assert adopted.spec.gpus == 2 and adopted.spec.expected_duration_s == 3600
+    assert adopted.spec.allowed_regions == ["eu"]
+    assert agent.store.find_by_engine_ref("kubernetes", "ml/not-suspended") is None
+    assert agent.store.find_by_engine_ref("kubernetes", "ml/unreadable") is None
+    warnings = [r.getMessage() for r in caplog.records if "opts in to gridshift" in r.getMessage()]
+    assert any("ml/not-suspended" in w and "spec.suspend: true" in w for w in warnings)
+    assert any("ml/unreadable" in w and "gridshift.io/deadline" in w for w in warnings)
+    agent.tick()
+    job = agent.store.get_job(adopted.id)
+    assert job.state == JobState.HELD and job.planned_start is not None
+    assert START + timedelta(hours=5) <= job.planned_start <= START + timedelta(hours=10)
+    agent.reconcile()  # seen again: not adopted twice
+    assert [j.id for j in agent.store.list_jobs() if j.engine_ref == "ml/train-bert"] == [job.id]
+
+    while agent.store.get_job(job.id).state == JobState.HELD:
+        assert api_server.job("ml", "train-bert")["spec"]["suspend"] is True
+        controller.sync()
+        step(agent, 30)
+    released = api_server.job("ml", "train-bert")
+    assert released["spec"]["suspend"] is False
+    assert released["metadata"]["labels"]["gridshift.io/job-id"] == job.id
+    controller.sync()
+    step(agent, 10)
+    assert agent.store.get_job(job.id).state == JobState.RUNNING
+    controller.finish("train-bert", 0)
+    step(agent, 10)
+    assert agent.store.get_job(job.id).state == JobState.SUCCEEDED
