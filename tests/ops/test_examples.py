@@ -29,10 +29,12 @@ def test_example_settings_load(path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         assert region.sources[-1].provider == "replay", "every chain ends in the offline trace"
 
 
-def test_there_is_an_example_for_a_gpu_box_and_a_slurm_controller() -> None:
-    assert {p.parent.name for p in UNITS} == {"single-gpu", "slurm-controller"}
+def test_there_is_an_example_for_a_gpu_box_a_slurm_controller_and_a_ray_head() -> None:
+    assert {p.parent.name for p in UNITS} == {"single-gpu", "slurm-controller", "ray-head"}
     slurm = load_settings(EXAMPLES / "slurm-controller" / "gridshift.yaml")
     assert slurm.slurm is not None and set(slurm.slurm.regions) == set(slurm.regions)
+    ray = load_settings(EXAMPLES / "ray-head" / "gridshift.yaml")
+    assert ray.ray is not None and set(ray.ray.regions) == set(ray.regions)
     box = load_settings(EXAMPLES / "single-gpu" / "gridshift.yaml")
     assert box.nvml.enabled and box.local.gpus == 1
 

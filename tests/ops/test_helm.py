@@ -49,11 +49,19 @@ def test_helm_lint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+KUBERNETES_EXAMPLE = CHART.parent.parent / "examples" / "kubernetes" / "values.yaml"
+VALUES = {
+    "defaults": [],
+    "all-on": ALL_ON,
+    "kubernetes-engine-example": ["-f", str(KUBERNETES_EXAMPLE)],
+}
+
+
 @pytest.mark.parametrize("k8s_version", ["1.37.0", "1.28.0"])
-@pytest.mark.parametrize("values", ["defaults", "all-on"])
+@pytest.mark.parametrize("values", sorted(VALUES))
 def test_rendered_manifests_validate(tmp_path: Path, values: str, k8s_version: str) -> None:
     validate = tool("kubernetes-validate", VALIDATE_HINT)
-    out, docs = render(tmp_path, *(ALL_ON if values == "all-on" else []))
+    out, docs = render(tmp_path, *VALUES[values])
     result = run([validate, "--strict", "-k", k8s_version, str(out)])
     assert result.returncode == 0, result.stdout + result.stderr
     builtin = [d for d in docs if not d["apiVersion"].startswith("monitoring.coreos.com")]
@@ -154,3 +162,21 @@ def test_secret_keys_must_be_settings_variables(tmp_path: Path) -> None:
     result = run([helm, "template", "gs", str(CHART), "--set", "secrets.env.API_KEY=x"])
     assert result.returncode != 0
     assert "keys must be GRIDSHIFT_* settings variables" in result.stderr
+
+
+def test_the_kubernetes_engine_example_renders_settings_and_rights_that_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("GRIDSHIFT_CONFIG", "GRIDSHIFT_API__PORT", "GRIDSHIFT_STATE_DIR"):
+        monkeypatch.delenv(key, raising=False)
+    _, docs = render(tmp_path, "-f", str(KUBERNETES_EXAMPLE))
+    data = next(d for d in docs if d["metadata"]["name"] == "gs-gridshift-config")["data"]
+    path = tmp_path / "scheduler.yaml"
+    path.write_text(data["scheduler.yaml"])
+    settings = load_settings(path)
+    assert settings.kubernetes is not None
+    assert set(settings.kubernetes.regions) == set(settings.regions)
+    namespaces = {r.namespace for r in settings.kubernetes.regions.values()}
+    roles = by_kind(docs, "Role")
+    assert {r["metadata"]["namespace"] for r in roles} == namespaces  # rights where Jobs go
+    assert not by_kind(docs, "ClusterRole")
