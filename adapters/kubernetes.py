@@ -39,9 +39,15 @@ import requests
 
 from gridshift.scheduler.clock import Clock
 from gridshift.scheduler.config import KubernetesAdapterConfig, KubernetesRegionConfig, Settings
-from gridshift.scheduler.errors import AdapterError, Conflict, EngineUnavailable, ValidationError
+from gridshift.scheduler.errors import (
+    AdapterError,
+    Conflict,
+    EngineUnavailable,
+    NotFound,
+    ValidationError,
+)
 from gridshift.scheduler.interfaces import EngineState, EngineStatus
-from gridshift.scheduler.models import Job, JobSpec
+from gridshift.scheduler.models import Job, JobSpec, JobState
 
 from ._common import Clusters, check_option_names, opt_in_spec
 
@@ -79,6 +85,11 @@ class KubernetesAdapter:
     # -- required interface
 
     def submit(self, job: Job) -> str:
+        if job.spec.engine_options.get("native"):
+            raise NotFound(
+                f"job {job.id} was adopted from the Job {job.engine_ref}, which Kubernetes no "
+                "longer has; it cannot be created again"
+            )
         self.check_spec(job.spec)
         region = self._region(job)
         self._create(job, region)
@@ -111,11 +122,14 @@ class KubernetesAdapter:
         region = self._region(job)
         found = self._get_job(job, region)
         if found is None:
+            ran = job.state in (JobState.RUNNING, JobState.SUSPENDED)
             return EngineStatus(
                 ref="/".join(self._locate(job, region)),
                 job_id=job.id,
-                state=EngineState.MISSING,
+                # a Job that ran and is gone was deleted (kubectl delete job): not to be rerun
+                state=EngineState.CANCELLED if ran else EngineState.MISSING,
                 region=region,
+                message="its Job was deleted from Kubernetes" if ran else "",
             )
         return self._status(found, region)
 

@@ -15,7 +15,13 @@ import requests
 from gridshift.adapters.kubernetes import KubernetesAdapter
 from gridshift.scheduler.clock import FakeClock
 from gridshift.scheduler.config import KubernetesAdapterConfig
-from gridshift.scheduler.errors import AdapterError, Conflict, EngineUnavailable, ValidationError
+from gridshift.scheduler.errors import (
+    AdapterError,
+    Conflict,
+    EngineUnavailable,
+    NotFound,
+    ValidationError,
+)
 from gridshift.scheduler.interfaces import (
     Adapter,
     ChecksSpecs,
@@ -23,7 +29,7 @@ from gridshift.scheduler.interfaces import (
     Relocatable,
     Suspendable,
 )
-from gridshift.scheduler.models import Job, JobSpec, new_job_id
+from gridshift.scheduler.models import Job, JobSpec, JobState, new_job_id
 from tests.conftest import free_port
 
 from .conftest import ApiServer, JobController
@@ -219,3 +225,26 @@ def test_unreachable_clusters_and_tokens(api_server: ApiServer, tmp_path: Path) 
     )
     with pytest.raises(AdapterError, match="not running in a cluster"):
         in_cluster.status(make_job())
+
+
+def test_a_job_whose_job_was_deleted_after_it_ran_is_cancelled_not_rerun(
+    api_server: ApiServer,
+) -> None:
+    adapter = make_adapter(api_server)
+    controller = JobController(api_server, "ml")
+    held, ran = make_job(), make_job()
+    for job in (held, ran):
+        adapter.submit(job)
+    adapter.release(ran)
+    controller.sync()
+    for job in (held, ran):  # kubectl delete job
+        path = f"/apis/batch/v1/namespaces/ml/jobs/gridshift-{job.id}"
+        requests.delete(api_server.url + path, timeout=5)
+    assert state(adapter, held) == EngineState.MISSING  # the agent creates it again
+    st = adapter.status(ran.model_copy(update={"state": JobState.RUNNING}))
+    assert st.state == EngineState.CANCELLED and "deleted" in st.message
+    native = make_job(engine_options={"native": True}).model_copy(
+        update={"engine_ref": "ml/train-bert"}
+    )
+    with pytest.raises(NotFound, match="adopted from the Job ml/train-bert"):
+        adapter.submit(native)
