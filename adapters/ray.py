@@ -146,7 +146,10 @@ class RayAdapter:
         region = self._region(job)
         runs = self._runs(job, region)
         if not runs:
-            raise AdapterError(f"job {job.id} was never started in Ray: nothing to resume")
+            # Ray lost it (a restart of the head keeps no jobs): its first run again, which
+            # carries on from the job's own checkpoint
+            self._start(job, region, 1)
+            return
         run = runs[-1]
         if run["status"] in ("PENDING", "RUNNING"):
             return  # resumed already

@@ -181,3 +181,16 @@ def test_regions_relocation_and_bad_input(ray_head: RayHead, tmp_path: Path) -> 
 
 def _closed_port() -> int:
     return free_port()  # bound and released: nothing listens there
+
+
+def test_a_suspended_job_that_ray_lost_resumes_as_a_first_run(
+    ray_head: RayHead, tmp_path: Path
+) -> None:
+    # A restart of the head keeps no jobs: resuming submits the job again.
+    adapter = make_adapter(ray_head, tmp_path)
+    out = tmp_path / "out.txt"
+    job = make_job(f"echo run $GRIDSHIFT_RUN >> {out}", interruptible=True)
+    adapter.submit(job)
+    adapter.resume(job)
+    wait_for(lambda: state_of(adapter, job) == EngineState.SUCCEEDED, what="the job")
+    assert out.read_text().split() == ["run", "1"]
