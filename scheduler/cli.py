@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -308,8 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gridshift {__version__}")
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND")
 
-    def client(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
+    def client(name: str, help: str, aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, aliases=list(aliases))
         p.add_argument(
             "--api", default=default_api_url(), help="agent URL (default: GRIDSHIFT_API_URL)"
         )
@@ -346,10 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_list)
 
-    for name in ("show", "explain"):
-        p = client(name, "when and where a job runs, why, and what it saves")
-        p.add_argument("job_id")
-        p.set_defaults(func=cmd_explain)
+    p = client("explain", "when and where a job runs, why, and what it saves", aliases=["show"])
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_explain)
 
     p = client("cancel", "cancel a job")
     p.add_argument("job_id")

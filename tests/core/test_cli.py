@@ -54,3 +54,12 @@ def test_the_client_finds_the_agent_where_the_same_environment_put_it(monkeypatc
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert build_parser().parse_args(["list"]).api == url
+
+
+def test_show_is_explain_under_another_name():
+    from gridshift.scheduler.cli import cmd_explain
+
+    for name in ("explain", "show"):
+        args = build_parser().parse_args([name, "j-1"])
+        assert args.func is cmd_explain and args.job_id == "j-1"
+    assert "explain (show)" in build_parser().format_help()
