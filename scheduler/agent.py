@@ -92,12 +92,17 @@ def make_clock(settings: Settings) -> Clock:
     return ScaledClock(origin, settings.clock_speed, settings.clock_start)
 
 
+def clock_kind(settings: Settings) -> str:
+    """ "wall", or "simulated" for a demo's fast or shifted clock (as a store records it)."""
+    return "wall" if settings.clock_speed == 1.0 and settings.clock_start is None else "simulated"
+
+
 def _check_store_clock(store: SqliteStore, settings: Settings) -> None:
     """A store's times are on the clock that wrote them: the simulated days of a fast-clock
     demo and the hours of a real agent must not meet in one store (a demo job's deadline
     days ahead would hold a real agent's plans, a real job's would be long past on the
     demo's)."""
-    mine = "wall" if settings.clock_speed == 1.0 and settings.clock_start is None else "simulated"
+    mine = clock_kind(settings)
     theirs = store.get_meta("clock")
     if theirs is None:
         store.set_meta("clock", mine)

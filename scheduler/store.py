@@ -297,9 +297,9 @@ class _Transaction:
             self._cur.execute("ROLLBACK")
 
 
-def peek_meta_json(url: str, key: str) -> Any:
-    """A JSON meta value of an existing store, read without writing anything (for commands
-    that show what an agent on that store would use); None where there is no store, no such
+def peek_meta(url: str, key: str) -> str | None:
+    """A meta value of an existing store, read without writing anything (for commands that
+    show what an agent on that store would use); None where there is no store, no such
     key, or nothing readable."""
     if not url.startswith("sqlite:///"):
         return None
@@ -312,8 +312,17 @@ def peek_meta_json(url: str, key: str) -> Any:
             row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         finally:
             conn.close()
-        return None if row is None else json.loads(row[0])
-    except (sqlite3.Error, ValueError):
+    except sqlite3.Error:
+        return None
+    return None if row is None else str(row[0])
+
+
+def peek_meta_json(url: str, key: str) -> Any:
+    """`peek_meta` of a JSON value, decoded (None where it is not JSON)."""
+    text = peek_meta(url, key)
+    try:
+        return None if text is None else json.loads(text)
+    except ValueError:
         return None
 
 

@@ -34,20 +34,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..agent import HISTORY_KEY, SKILL_KEY, make_clock
+    from ..agent import HISTORY_KEY, SKILL_KEY, clock_kind, make_clock
     from ..config import load_settings
-    from ..store import peek_meta_json
+    from ..store import peek_meta, peek_meta_json
     from . import build_hub
 
     settings = load_settings(args.config)
     clock = make_clock(settings)
     hub = build_hub(settings, clock)
-    # what an agent on this state_dir has learnt: each forecast's error, and the values it
-    # measured (its own forecast where no provider gives one)
-    for key, restore in ((SKILL_KEY, hub.restore_skill), (HISTORY_KEY, hub.restore_history)):
-        saved = peek_meta_json(settings.db_url, key)
-        if isinstance(saved, dict):
-            restore(saved)
+    agents_clock = peek_meta(settings.db_url, "clock")
+    if agents_clock is not None and agents_clock != clock_kind(settings):
+        # its measured values and forecast errors are on the other clock's timeline
+        print(
+            f"note: the agent on {settings.state_dir} runs on a {agents_clock} clock and this "
+            f"command on a {clock_kind(settings)} one, so what it has learnt is not shown; "
+            "give this command the agent's clock settings (GRIDSHIFT_CLOCK_SPEED, "
+            "GRIDSHIFT_CLOCK_ORIGIN, GRIDSHIFT_CLOCK_START) to see its view",
+            file=sys.stderr,
+        )
+    else:
+        # what an agent on this state_dir has learnt: each forecast's error, and the values
+        # it measured (its own forecast where no provider gives one)
+        for key, restore in ((SKILL_KEY, hub.restore_skill), (HISTORY_KEY, hub.restore_history)):
+            saved = peek_meta_json(settings.db_url, key)
+            if isinstance(saved, dict):
+                restore(saved)
     regions = [args.region] if args.region else hub.regions
     unknown = [r for r in regions if r not in hub.regions]
     if unknown:

@@ -93,6 +93,14 @@ def test_a_free_key_region_shows_the_forecast_an_agent_made_from_its_measured_va
     store.close()
     assert main(["signals", "--config", str(path)]) == 0
     assert "de: forecast from history" in capsys.readouterr().out
+    # a demo agent's store (a simulated clock): its timeline is not this command's
+    store = SqliteStore.open(tmp_path / "gridshift.db", SystemClock())
+    store.set_meta("clock", "simulated")
+    store.close()
+    assert main(["signals", "--config", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "de: no forecast in use" in captured.out
+    assert "runs on a simulated clock and this command on a wall one" in captured.err
 
 
 def test_one_region_as_json(config_file, capsys):
