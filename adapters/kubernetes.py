@@ -241,20 +241,19 @@ class KubernetesAdapter:
         if job.spec.engine_options.get("native"):
             raise Conflict(f"job {job.id} is a Job adopted from {job.engine_ref}: it stays there")
         here = self._get_job(job, region)
-        if here is not None and (_is_started(here) or not here["spec"].get("suspend")):
+        if here is not None and _released(here):
             return  # already there (and released there)
-        for other in self.config.regions:
-            if other == region:
-                continue
-            found = self._get_job(job, other)
-            if found is not None and (_is_started(found) or not found["spec"].get("suspend")):
+        elsewhere = {r: self._get_job(job, r) for r in self.config.regions if r != region}
+        for other, found in elsewhere.items():
+            if found is not None and _released(found):
                 raise Conflict(
                     f"job {job.id} was already released in {other}; only a job not yet "
                     "started can move"
                 )
-        self._create(job, region)
-        for other in self.config.regions:
-            if other != region and self._get_job(job, other) is not None:
+        if here is None:
+            self._create(job, region)
+        for other, found in elsewhere.items():
+            if found is not None:
                 self._request("DELETE", other, self._job_path(job, other), missing_ok=True)
         log.info("job %s moved to %s in Kubernetes", job.id, region)
 
@@ -521,6 +520,11 @@ def _annotations(item: dict[str, Any]) -> dict[str, str]:
 
 def _is_started(item: dict[str, Any]) -> bool:
     return bool(_annotations(item).get(STARTED))
+
+
+def _released(item: dict[str, Any]) -> bool:
+    """Started by gridshift, or not suspended (so its pods may run)."""
+    return _is_started(item) or not (item.get("spec") or {}).get("suspend")
 
 
 def _finished(item: dict[str, Any]) -> bool:

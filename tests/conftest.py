@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def agents() -> Iterator[list[Any]]:
+    """In-process agents a test appends to; each is stopped at the end."""
+    made: list[Any] = []
+    yield made
+    for agent in made:
+        agent.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ agent submits it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,14 +27,6 @@ from .conftest import RayHead
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 START = datetime(2026, 3, 4, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def agents() -> Iterator[list[Agent]]:
-    made: list[Agent] = []
-    yield made
-    for agent in made:
-        agent.stop()
 
 
 def make_agent(head: RayHead, tmp_path: Path, traces: dict[str, Path], clock: FakeClock) -> Agent:

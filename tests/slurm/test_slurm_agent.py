@@ -8,7 +8,7 @@ on real time. The adapter's hold mode makes that safe: only the agent releases j
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -96,14 +96,6 @@ def step(agent: Agent, clock: FakeClock, minutes: float) -> None:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(START)
-
-
-@pytest.fixture
-def agents() -> Iterator[list[Agent]]:
-    made: list[Agent] = []
-    yield made
-    for agent in made:
-        agent.stop()
 
 
 @pytest.mark.parametrize("planner", ["carbon", "window"])
