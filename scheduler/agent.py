@@ -52,7 +52,7 @@ from .policy.planner import CarbonPlanner, CarbonPlannerConfig
 from .policy.powercap import plan_caps
 from .policy.window import StepSeries, WindowPlanner, expected_power_w, spec_power_w
 from .signals import SignalHub, build_hub
-from .store import SqliteStore, open_store, sqlite_path
+from .store import Store, open_store
 from .telemetry.accounting import GpuAccounting
 from .telemetry.nvml import NvmlTelemetry
 
@@ -97,7 +97,7 @@ def clock_kind(settings: Settings) -> str:
     return "wall" if settings.clock_speed == 1.0 and settings.clock_start is None else "simulated"
 
 
-def _check_store_clock(store: SqliteStore, settings: Settings) -> None:
+def _check_store_clock(store: Store, settings: Settings) -> None:
     """A store's times are on the clock that wrote them: the simulated days of a fast-clock
     demo and the hours of a real agent must not meet in one store (a demo job's deadline
     days ahead would hold a real agent's plans, a real job's would be long past on the
@@ -107,11 +107,11 @@ def _check_store_clock(store: SqliteStore, settings: Settings) -> None:
     if theirs is None:
         store.set_meta("clock", mine)
     elif theirs != mine:
-        db = sqlite_path(settings.db_url)
         raise ConfigError(
-            f"{db} was written by an agent on a {theirs} clock and this one runs on a {mine} "
-            "clock (clock_speed, clock_start); their times do not mix. Give this agent its own "
-            f"state_dir (GRIDSHIFT_STATE_DIR), or remove {db} to start afresh"
+            f"{store.name} was written by an agent on a {theirs} clock and this one runs on a "
+            f"{mine} clock (clock_speed, clock_start); their times do not mix. Give this agent "
+            "its own state_dir (GRIDSHIFT_STATE_DIR) or database_url, or remove "
+            f"{store.name} to start afresh"
         )
 
 
@@ -120,7 +120,7 @@ class Agent:
         self,
         settings: Settings,
         clock: Clock,
-        store: SqliteStore,
+        store: Store,
         hub: SignalHub,
         adapters: dict[str, Adapter],
         planner: Planner,
@@ -147,6 +147,7 @@ class Agent:
         self._lock = threading.RLock()
         self._accounted_at: dict[str, datetime] = {}
         self._scheduler: Any = None
+        self._leading: bool | None = None
         # Series at 0 for the label values known now (dashboards and increase() need them).
         for name in adapters:
             metrics.declare_adapter(name)
@@ -339,8 +340,26 @@ class Agent:
     # ------------------------------------------------------------------------------------
     # Periodic work
 
+    def leads(self) -> bool:
+        """Whether this agent acts: always with SQLite; with a database that several agents
+        share, only the one holding its leader lock (the others stand by, see store.py)."""
+        leading = self.store.lead()
+        if leading != self._leading:
+            if leading:
+                log.info("this agent acts on the jobs in %s", self.store.name)
+            else:
+                log.warning(
+                    "another agent acts on the jobs in %s; this one stands by until it stops",
+                    self.store.name,
+                )
+            self._leading = leading
+            self.metrics.leader.set(1 if leading else 0)
+        return leading
+
     def refresh_signals(self) -> None:
         self.hub.refresh()
+        if not self.leads():  # the acting agent keeps what is learnt; this one stays warm
+            return
         # What the hub has learnt of each forecast's error, and the values it measured (its
         # own forecast where providers give none), survive a restart.
         self.store.set_json(SKILL_KEY, self.hub.skill_state())
@@ -362,6 +381,8 @@ class Agent:
     def tick(self) -> list[Decision]:
         """One planning round. Returns the decisions that changed something."""
         started = monotonic_s()
+        if not self.leads():
+            return []
         with self._lock:
             now = self.clock.now()
             # The planner sees each job as of `now`: a running job's current stretch counts
@@ -502,6 +523,8 @@ class Agent:
 
     def reconcile(self) -> None:
         """Bring the store and the engines into agreement; adopt opted-in native jobs."""
+        if not self.leads():
+            return
         with self._lock:
             for name, adapter in self.adapters.items():
                 try:

@@ -56,6 +56,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from .agent import Agent
     from .api import create_app
     from .config import load_settings, unknown_variables
+    from .store import display_url
 
     settings = load_settings(args.config)
     logging.basicConfig(
@@ -75,7 +76,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     log.info(
         "gridshift %s: store %s, engines %s, regions %s",
         __version__,
-        settings.db_url,
+        display_url(settings.db_url),
         ", ".join(sorted(agent.adapters)),
         ", ".join(
             f"{r} <- {'/'.join(s.provider for s in c.sources)}" for r, c in settings.regions.items()

@@ -306,7 +306,9 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(default=Path("./var"), description="database, job logs")
     database_url: str | None = Field(
-        default=None, description="sqlite:///PATH; default: state_dir/gridshift.db"
+        default=None,
+        description="sqlite:///PATH (default: state_dir/gridshift.db), or "
+        "postgresql://USER:PASSWORD@HOST/DATABASE for a database several agents share",
     )
     api: ApiConfig = Field(default_factory=ApiConfig)
     tick_s: float = Field(default=30.0, gt=0, description="planning tick, wall-clock seconds")

@@ -181,6 +181,12 @@ class AgentMetrics:
             "Unix time of the last completed planning tick",
             registry=r,
         )
+        self.leader = Gauge(
+            "gridshift_leader",
+            "1 while this agent acts on the jobs; 0 while it stands by (another agent on the "
+            "same database acts)",
+            registry=r,
+        )
         self.adapter_errors = Counter(
             "gridshift_adapter_errors_total",
             "Engine actions that failed",

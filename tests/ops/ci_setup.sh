@@ -67,8 +67,8 @@ make_base_image() {
 
 fill_wheelhouse() {
   rm -rf "$WORK/wheels"
-  "$VENV/bin/pip" wheel -q --wheel-dir "$WORK/wheels" '.[kubernetes]' 'setuptools>=77' wheel \
-    >/dev/null 2>&1 || "$VENV/bin/pip" wheel --wheel-dir "$WORK/wheels" '.[kubernetes]' \
+  "$VENV/bin/pip" wheel -q --wheel-dir "$WORK/wheels" '.[kubernetes,postgres]' 'setuptools>=77' wheel \
+    >/dev/null 2>&1 || "$VENV/bin/pip" wheel --wheel-dir "$WORK/wheels" '.[kubernetes,postgres]' \
     'setuptools>=77' wheel >&2
   rm -f "$WORK"/wheels/gridshift-*.whl  # the image builds gridshift from the source
   say "$(find "$WORK/wheels" -name '*.whl' | wc -l) wheels in the wheelhouse"

@@ -111,6 +111,18 @@ def test_image_prints_its_version(image: str) -> None:
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_image_carries_the_postgresql_driver(image: str) -> None:
+    code, out = docker(
+        "run", "--rm", "--network=none", "--entrypoint", "/opt/gridshift/bin/python", image,
+        "-c", "import psycopg; print(psycopg.pq.__impl__)",
+        timeout=60,
+    )  # fmt: skip
+    assert code == 0, out
+    assert out.strip() == "binary"  # libpq comes with the wheel: nothing to apt-get
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_image_reads_the_bundled_signal_offline(image: str) -> None:
     code, out = docker("run", "--rm", "--network=none", image, "signals", "--json", timeout=60)
     assert code == 0, out

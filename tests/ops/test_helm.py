@@ -164,6 +164,21 @@ def test_secret_keys_must_be_settings_variables(tmp_path: Path) -> None:
     assert "keys must be GRIDSHIFT_* settings variables" in result.stderr
 
 
+def test_scheduler_replicas_need_a_shared_database(tmp_path: Path) -> None:
+    helm = tool("helm", HELM_HINT)
+    result = run([helm, "template", "gs", str(CHART), "--set", "scheduler.replicas=2"])
+    assert result.returncode != 0
+    assert "scheduler.replicas above 1 needs a database they share" in result.stderr
+    url = "postgresql://gs:pw@db.carbon.svc:5432/gridshift"
+    for extra in (["--set", f"secrets.env.GRIDSHIFT_DATABASE_URL={url}"],
+                  ["--set", "secrets.existingSecret=gridshift-db"]):  # fmt: skip
+        _, docs = render(tmp_path, "--set", "scheduler.replicas=2", *extra)
+        (scheduler,) = by_kind(docs, "StatefulSet")
+        assert scheduler["spec"]["replicas"] == 2
+    _, docs = render(tmp_path)
+    assert by_kind(docs, "StatefulSet")[0]["spec"]["replicas"] == 1
+
+
 def test_the_kubernetes_engine_example_renders_settings_and_rights_that_match(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,6 +20,7 @@ UNITS = ("seconds", "watts", "joules", "grams", "grams_per_kwh", "ratio", "bytes
 DIMENSIONLESS_GAUGES = {
     "gridshift_jobs",
     "gridshift_jobs_deadline_at_risk",
+    "gridshift_leader",
     "gridshift_signal_fresh",
     "gridshift_signal_provider_in_use",
 }
