@@ -91,9 +91,11 @@ POSTGRES_MIGRATIONS: list[str] = [
 assert len(SQLITE_MIGRATIONS) == len(POSTGRES_MIGRATIONS)
 SCHEMA_VERSION = len(SQLITE_MIGRATIONS)
 
-# PostgreSQL advisory lock keys (64-bit): one agent acts; one migrates at a time.
-LEADER_LOCK_KEY = 0x67726964_73686966  # "gridshif"
+# PostgreSQL advisory locks, one pair of keys per schema (a deployment in a schema of its
+# own has its own leader): one agent acts; one migrates at a time.
+LEADER_LOCK_KEY = 0x67726964  # "grid"
 MIGRATION_LOCK_KEY = LEADER_LOCK_KEY + 1
+_IN_THIS_SCHEMA = "(%s, hashtext(current_schema()))"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -482,7 +484,7 @@ class PostgresStore(_SqlStore):
         raise AssertionError("unreachable")
 
     def _before_migrations(self, cur: Any) -> None:
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        cur.execute(f"SELECT pg_advisory_xact_lock{_IN_THIS_SCHEMA}", (MIGRATION_LOCK_KEY,))
 
     def lead(self) -> bool:
         with self._lock:
@@ -491,7 +493,9 @@ class PostgresStore(_SqlStore):
                 if self._leading_on is conn:
                     conn.execute("SELECT 1")  # still the session that holds the lock
                     return True
-                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,))
+                row = conn.execute(
+                    f"SELECT pg_try_advisory_lock{_IN_THIS_SCHEMA}", (LEADER_LOCK_KEY,)
+                )
                 if row.fetchone()[0]:
                     self._leading_on = conn
                     return True

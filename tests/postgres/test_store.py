@@ -92,6 +92,22 @@ def test_one_store_leads_and_another_takes_over_when_it_goes(pg_url: str) -> Non
     c.close()
 
 
+def test_deployments_in_schemas_of_their_own_lead_apart(pg_url: str) -> None:
+    _psql(pg_url, "CREATE SCHEMA east; CREATE SCHEMA west")
+    clock = FakeClock()
+    east, west = (
+        PostgresStore.open(f"{pg_url}?options=-csearch_path%3D{schema}", clock)
+        for schema in ("east", "west")
+    )
+    job = east.add_job(make_job(clock), "submitted")
+    assert east.lead() and west.lead()
+    assert west.list_jobs() == [] and east.get_job(job.id).id == job.id
+    tables = _psql(pg_url, "SELECT schemaname FROM pg_tables WHERE tablename='jobs'")
+    assert sorted(t[0] for t in tables) == ["east", "west"]
+    east.close()
+    west.close()
+
+
 def _leader(agent) -> float | None:  # type: ignore[no-untyped-def]
     return agent.metrics.registry.get_sample_value("gridshift_leader")
 
