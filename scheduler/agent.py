@@ -340,6 +340,11 @@ class Agent:
     # ------------------------------------------------------------------------------------
     # Periodic work
 
+    @property
+    def acting(self) -> bool:
+        """Whether this agent acted at its last check (`leads`), without asking again."""
+        return bool(self._leading)
+
     def leads(self) -> bool:
         """Whether this agent acts: always with SQLite; with a database that several agents
         share, only the one holding its leader lock (the others stand by, see store.py)."""

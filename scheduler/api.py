@@ -7,7 +7,7 @@
     POST   /jobs/{id}/cancel     cancel it
     GET    /signals              the signal in use per region: value, provider, age
     GET    /decisions            recent decisions
-    GET    /healthz              liveness and the age of the last tick
+    GET    /healthz              liveness, the agent's clock and role (active or standby)
     GET    /metrics              Prometheus exposition
 
 Bad input gets a 4xx with a message that says what is wrong, and changes nothing.
@@ -100,7 +100,13 @@ def create_app(agent: Agent) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "now": agent.clock.now().isoformat()}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "now": agent.clock.now().isoformat(),
+            # "standby" beside another agent acting on a shared database
+            "role": "active" if agent.acting else "standby",
+        }
 
     @app.get("/metrics")
     def metrics() -> PlainTextResponse:

@@ -83,7 +83,8 @@ def test_malformed_json_and_unknown_ids(client):
 def test_signals_health_metrics_and_openapi(client):
     sig = client.get("/signals").json()["local"]
     assert sig["fresh"] and sig["provider"] == "replay" and sig["current"]
-    assert client.get("/healthz").json()["status"] == "ok"
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["role"] == "active"
     text = client.get("/metrics").text
     assert (
         'gridshift_grid_carbon_intensity_grams_per_kwh{kind="average",provider="replay",region="local"}'

@@ -8,7 +8,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from gridshift.scheduler.api import create_app
 from gridshift.scheduler.clock import FakeClock
 from gridshift.scheduler.errors import StoreError
 from gridshift.scheduler.models import JobSpec, JobState
@@ -123,6 +125,8 @@ def test_two_agents_share_a_database_and_the_standby_takes_over(
     agents.append(standby)
     standby.startup()
     assert _leader(active) == 1 and _leader(standby) == 0
+    with TestClient(create_app(standby)) as client:
+        assert client.get("/healthz").json()["role"] == "standby"
 
     # a job submitted through the standby is stored, and planned by the active agent
     spec = JobSpec(command=["true"], expected_duration_s=3600)
@@ -139,5 +143,7 @@ def test_two_agents_share_a_database_and_the_standby_takes_over(
     standby.reconcile()
     decided = standby.tick()
     assert _leader(standby) == 1
+    with TestClient(create_app(standby)) as client:
+        assert client.get("/healthz").json()["role"] == "active"
     assert [(d.job_id, d.action.value) for d in decided] == [(job.id, "start")]
     assert standby.store.get_job(job.id).state == JobState.RUNNING
