@@ -347,14 +347,21 @@ class Agent:
 
     def leads(self) -> bool:
         """Whether this agent acts: always with SQLite; with a database that several agents
-        share, only the one holding its leader lock (the others stand by, see store.py)."""
-        leading = self.store.lead()
+        share, only the one holding its leader lock (the others stand by, see store.py).
+        Raises StoreError, acting no more, while the database cannot be reached."""
+        try:
+            leading = self.store.lead()
+        except GridshiftError:
+            self._leading = False
+            self.metrics.leader.set(0)
+            raise
         if leading != self._leading:
             if leading:
                 log.info("this agent acts on the jobs in %s", self.store.name)
             else:
                 log.warning(
-                    "another agent acts on the jobs in %s; this one stands by until it stops",
+                    "another agent acts on the jobs in %s; this one stands by until that one "
+                    "stops",
                     self.store.name,
                 )
             self._leading = leading

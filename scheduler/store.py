@@ -240,8 +240,8 @@ class _SqlStore:
         return updated
 
     def _load(self, cur: Any, job_id: str) -> Job:
-        row = self._x(cur, f"SELECT doc FROM jobs WHERE id=?{self._for_update}", (job_id,))
-        row = row.fetchone()
+        sql = f"SELECT doc FROM jobs WHERE id=?{self._for_update}"
+        row = self._x(cur, sql, (job_id,)).fetchone()
         if row is None:
             raise NotFound(f"no job with id {job_id}")
         return Job.model_validate_json(row[0])
@@ -487,22 +487,29 @@ class PostgresStore(_SqlStore):
         cur.execute(f"SELECT pg_advisory_xact_lock{_IN_THIS_SCHEMA}", (MIGRATION_LOCK_KEY,))
 
     def lead(self) -> bool:
+        """True while this store's session holds the leader lock (taking it if free); False
+        while another session holds it. Raises StoreError if the database cannot be
+        reached (a session that broke is opened again once first)."""
         with self._lock:
-            try:
-                conn = self._connection()
-                if self._leading_on is conn:
-                    conn.execute("SELECT 1")  # still the session that holds the lock
-                    return True
-                row = conn.execute(
-                    f"SELECT pg_try_advisory_lock{_IN_THIS_SCHEMA}", (LEADER_LOCK_KEY,)
-                )
-                if row.fetchone()[0]:
-                    self._leading_on = conn
-                    return True
-            except (self._pg.Error, StoreError):
-                pass
-            self._leading_on = None
-            return False
+            for attempt in (1, 2):
+                try:
+                    conn = self._connection()
+                    if self._leading_on is conn:
+                        conn.execute("SELECT 1")  # still the session that holds the lock
+                        return True
+                    self._leading_on = None
+                    sql = f"SELECT pg_try_advisory_lock{_IN_THIS_SCHEMA}"
+                    if conn.execute(sql, (LEADER_LOCK_KEY,)).fetchone()[0]:
+                        self._leading_on = conn
+                    return self._leading_on is conn
+                except self._pg.OperationalError as exc:
+                    self._leading_on = None
+                    if attempt == 2 or not (self._conn.closed or self._conn.broken):
+                        raise StoreError(f"the database {self.name} failed: {exc}") from exc
+                except StoreError:
+                    self._leading_on = None
+                    raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         with self._lock:

@@ -94,6 +94,25 @@ def test_one_store_leads_and_another_takes_over_when_it_goes(pg_url: str) -> Non
     c.close()
 
 
+def test_a_leader_that_loses_its_database_says_so_and_leads_again_when_it_is_back(
+    pg_server, pg_url: str
+) -> None:
+    store = PostgresStore.open(pg_url, FakeClock())
+    assert store.lead()
+    name = pg_url.rsplit("/", 1)[1]
+    _psql(pg_server.url(), f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+    _psql(pg_server.url(), f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           f"WHERE datname='{name}'")  # fmt: skip
+    with pytest.raises(StoreError, match="cannot connect to the database"):
+        store.lead()
+    with pytest.raises(StoreError):
+        store.list_jobs()
+    _psql(pg_server.url(), f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+    assert store.lead()
+    assert store.list_jobs() == []
+    store.close()
+
+
 def test_deployments_in_schemas_of_their_own_lead_apart(pg_url: str) -> None:
     _psql(pg_url, "CREATE SCHEMA east; CREATE SCHEMA west")
     clock = FakeClock()
