@@ -9,7 +9,9 @@
 # deploy/docs/operators.md, "Building the image offline").
 #
 # EXTRAS picks optional dependency groups of pyproject.toml (comma-separated; empty for none).
-# The engines need none: Slurm is driven through its commands, Ray and Kubernetes over HTTP. Wheels put in deploy/docker/wheels/ are used before any index; build with
+# The engines need none: Slurm is driven through its commands, Ray and Kubernetes over HTTP;
+# `postgres` brings the PostgreSQL driver (psycopg, with its own libpq) for a shared
+# database. Wheels put in deploy/docker/wheels/ are used before any index; build with
 # --build-arg PIP_NO_INDEX=1 to use only those (an offline build).
 ARG BASE=python:3.12-slim
 
