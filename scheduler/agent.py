@@ -360,8 +360,7 @@ class Agent:
                 log.info("this agent acts on the jobs in %s", self.store.name)
             else:
                 log.warning(
-                    "another agent acts on the jobs in %s; this one stands by until that one "
-                    "stops",
+                    "another agent acts on the jobs in %s; this one stands by until that one stops",
                     self.store.name,
                 )
             self._leading = leading
