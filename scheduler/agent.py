@@ -393,6 +393,7 @@ class Agent:
         """One planning round. Returns the decisions that changed something."""
         started = monotonic_s()
         if not self.leads():
+            self._stand_by()
             return []
         with self._lock:
             now = self.clock.now()
@@ -737,6 +738,14 @@ class Agent:
         log.warning(
             "job %s: %s on %s failed (will retry): %s", job.id, operation, job.spec.engine, exc
         )
+
+    def _stand_by(self) -> None:
+        """A standby's tick: the acting agent reports the jobs (so sums over agents count
+        each job once); this one reports none, and that it is alive."""
+        for state in JobState:
+            self.metrics.jobs.labels(state=state.value).set(0)
+        self.metrics.jobs_at_risk.set(0)
+        self.metrics.last_tick.set_to_current_time()
 
     def _export_jobs(self, now: datetime) -> None:
         for state, n in self.store.count_by_state().items():

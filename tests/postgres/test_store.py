@@ -155,6 +155,11 @@ def test_two_agents_share_a_database_and_the_standby_takes_over(
     assert [d.job_id for d in decided] == [job.id]
     held = active.store.get_job(job.id)
     assert held.state == JobState.HELD and held.planned_start is not None
+    # only the acting agent reports the jobs; both report that they tick
+    for agent, count in ((active, 1), (standby, 0)):
+        registry = agent.metrics.registry
+        assert registry.get_sample_value("gridshift_jobs", {"state": "held"}) == count
+        assert registry.get_sample_value("gridshift_last_tick_timestamp_seconds") > 0
 
     agents.remove(active)
     active.stop()
