@@ -51,6 +51,7 @@ class CliError(Exception):
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    import prometheus_client
     import uvicorn
 
     from .agent import Agent
@@ -72,6 +73,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     # second agent would otherwise act on the same jobs before finding the port taken).
     lock = _lock_state_dir(settings.state_dir)
     sock = _listen(settings.api.host, settings.api.port)
+    # Counters and histograms without their `_created` series (one more series each): the
+    # agent's start time is in process_start_time_seconds already.
+    prometheus_client.disable_created_metrics()
     agent = Agent.build(settings)
     log.info(
         "gridshift %s: store %s, engines %s, regions %s",

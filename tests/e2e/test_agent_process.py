@@ -153,6 +153,9 @@ def test_jobs_run_in_cleaner_windows_and_survive_sigkill(agent, tmp_path):
     }
     jobs = agent.jobs()
     assert set(ids.values()) <= set(jobs)
+    exposition = requests.get(f"{agent.api}/metrics", timeout=10).text
+    assert "gridshift_decisions_total{" in exposition
+    assert "_created" not in exposition  # no creation-time series beside the counters
     assert jobs[ids["deferrable"]]["state"] == "held", jobs[ids["deferrable"]]["reason"]
     explained = agent.cli("explain", ids["deferrable"])
     assert "held until" in explained and "g/kWh" in explained
