@@ -143,8 +143,12 @@ class _SqlStore:
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         raise NotImplementedError
 
+    def _q(self, sql: str) -> str:
+        """A statement in the driver's placeholder style (written here with `?`)."""
+        return sql
+
     def _x(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-        return cur.execute(sql, params)
+        return cur.execute(self._q(sql), params)
 
     def _before_migrations(self, cur: Any) -> None:
         """Called first in the migration's transaction (PostgreSQL locks out other agents)."""
@@ -300,12 +304,10 @@ class _SqlStore:
         if not decisions:
             return
         with self._lock, self._tx() as cur:
-            for d in decisions:
-                self._x(
-                    cur,
-                    "INSERT INTO decisions(job_id, at, doc) VALUES (?, ?, ?)",
-                    (d.job_id, d.at.isoformat(), d.model_dump_json()),
-                )
+            cur.executemany(
+                self._q("INSERT INTO decisions(job_id, at, doc) VALUES (?, ?, ?)"),
+                [(d.job_id, d.at.isoformat(), d.model_dump_json()) for d in decisions],
+            )
 
     def decisions(self, job_id: str | None = None, limit: int = 100) -> list[Decision]:
         if job_id is None:
@@ -453,12 +455,8 @@ class PostgresStore(_SqlStore):
             self._conn = conn
         return conn
 
-    @staticmethod
-    def _q(sql: str) -> str:
+    def _q(self, sql: str) -> str:
         return sql.replace("?", "%s")
-
-    def _x(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-        return cur.execute(self._q(sql), params)
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:
