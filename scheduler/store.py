@@ -411,6 +411,7 @@ class PostgresStore(_SqlStore):
     _by_engine_ref = "(doc::jsonb ->> 'engine_ref') = ? AND (doc::jsonb -> 'spec' ->> 'engine') = ?"
     _for_update = " FOR UPDATE"
     connect_timeout_s = 10
+    statement_timeout_s = 30
 
     def __init__(self, url: str, clock: Clock) -> None:
         super().__init__(clock)
@@ -452,6 +453,14 @@ class PostgresStore(_SqlStore):
                 )
             except self._pg.Error as exc:
                 raise StoreError(f"cannot connect to the database {self.name}: {exc}") from exc
+            try:  # no statement waits on the server for ever (a lock, a stuck server)
+                conn.execute(
+                    "SELECT set_config('statement_timeout', %s, false)",
+                    (f"{self.statement_timeout_s * 1000:.0f}",),
+                )
+            except self._pg.Error as exc:
+                conn.close()
+                raise StoreError(f"the database {self.name} failed: {exc}") from exc
             self._conn = conn
         return conn
 

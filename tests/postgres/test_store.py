@@ -59,6 +59,12 @@ def test_unreachable_server_is_a_clear_error(pg_server) -> None:
     assert peek_meta(url, "clock") is None
 
 
+def test_every_statement_has_a_time_limit_on_the_server(pg_url: str) -> None:
+    store = PostgresStore.open(pg_url, FakeClock())
+    assert store._read("SHOW statement_timeout") == [("30s",)]
+    store.close()
+
+
 def test_a_broken_connection_is_opened_again(pg_url: str) -> None:
     clock = FakeClock()
     store = PostgresStore.open(pg_url, clock)
