@@ -263,7 +263,10 @@ def denoise_rows(
     moves in ramps and bends rarely, leaves them nearly uncorrelated. So v is estimated from
     the negative part of that covariance. Where the forecast's error has been measured
     against what happened (`measured_sd`, NaN where not), v is capped by it: a forecast
-    that has been exact is not touched whatever its shape. A row whose v is below
+    that has been exact is not touched whatever its shape. Where it has not, v comes from
+    the median of those products instead of their mean, so that one sharp dip or spike (a
+    real one, in an exact forecast) does not read as noise; noise that runs through the
+    row does. A row whose v is below
     (`floor_fraction` x mean)^2 / 4 is left as it is.
 
     A noisy row becomes the posterior mean of a Gaussian process observed with noise v in
@@ -282,14 +285,21 @@ def denoise_rows(
         if n < 8 or mean <= 0:
             continue
         d2 = np.diff(row[1:], n=2)  # slot 0 is a measurement, not a forecast
-        noise = max(0.0, -float(np.mean(d2[1:] * d2[:-1]))) / 4.0
+        lag1 = d2[1:] * d2[:-1]
         if math.isfinite(measured_sd[i]):
-            noise = min(noise, float(measured_sd[i]) ** 2)
+            noise = min(max(0.0, -float(np.mean(lag1))) / 4.0, float(measured_sd[i]) ** 2)
+        else:  # shape alone: noise only if it runs through the row, not for one sharp dip
+            noise = max(0.0, -float(np.median(lag1))) / _MEDIAN_LAG1_PER_VAR
         if noise <= (floor_fraction * mean) ** 2 / 4.0:
             continue
         seen = np.ones(n, dtype=bool) if known is None else known[i]
         out[i] = gp_posterior_mean(row, seen, noise, length_slots, day_slots)
     return out
+
+
+# For independent Gaussian errors of variance v, the median of the products of successive
+# second differences is -1.486 v (their mean is -4 v).
+_MEDIAN_LAG1_PER_VAR = 1.486
 
 
 @lru_cache(maxsize=16)

@@ -434,6 +434,22 @@ def test_a_forecast_measured_as_exact_is_not_smoothed_whatever_its_shape():
     assert np.array_equal(exact, row)
 
 
+def test_one_sharp_dip_in_a_forecast_not_yet_measured_is_taken_as_it_is():
+    # An agent that has yet to score its forecasts: a real one-hour dip is not noise.
+    vals = [800.0] * 3 + [100.0] + [400.0] * 44
+    j = job("a", 1, 24)
+    [d] = CarbonPlanner(CFG_DEFAULT).plan(snapshot([j], {"a": signal("a", vals)}))
+    assert d.action == Action.HOLD and d.planned_start == T0 + timedelta(hours=3)
+    # noise that runs through an unmeasured forecast is still smoothed
+    rng = np.random.default_rng(1)
+    noisy = np.array(vals) + rng.normal(0, 60, len(vals))
+    noisy[0] = vals[0]
+    out = denoise_rows(noisy[None, :], 0.02, 3.0, 24.0)[0]
+    assert not np.allclose(out, noisy)
+    flat = denoise_rows(np.array(vals)[None, :], 0.02, 3.0, 24.0)[0]
+    assert np.array_equal(flat, vals)
+
+
 def test_the_measured_forecast_error_decides_how_far_the_forecast_is_trusted():
     # Truth: 300 with a broad dip to 220 at slots 30-36. The forecast adds +/-30 of
     # independent error everywhere and one draw of -150 at slot 10.
