@@ -44,7 +44,9 @@ How a job is planned:
   by more than `hysteresis_fraction`; it is never postponed, and it starts when due. Where
   a region's forecast is read through its measured noise, held jobs there are planned
   afresh at every tick, but postponed only for a gain above `noisy_postpone_fraction`
-  (3 %). A new job starts now unless waiting saves more than `min_saving_fraction`.
+  (3 %). A new job starts now unless waiting saves more than `min_saving_fraction`, or
+  `unproven_min_saving_fraction` (5 %) where the forecast has not yet been checked against
+  measured values (a running interruptible job pauses there only for that much, too).
   An interruptible job's wait for its first start is charged
   `interruptible_wait_cost_fraction` of a slot per slot, so the earlier of nearly equal
   plans wins. A running
@@ -97,6 +99,13 @@ class CarbonPlannerConfig(BaseModel):
     horizon_s: float = Field(default=8 * 86400.0, gt=0, description="furthest slot planned")
     min_saving_fraction: float = Field(
         default=0.001, ge=0, lt=1, description="hold a job only if waiting saves this much"
+    )
+    unproven_min_saving_fraction: float = Field(
+        default=0.05,
+        ge=0,
+        lt=1,
+        description="where a region's forecast has not yet been checked against measured "
+        "values, a job waits or pauses there only for this much gain by the forecast",
     )
     hysteresis_fraction: float = Field(
         default=0.15, ge=0, lt=1, description="change an existing plan only for this much gain"
@@ -168,6 +177,9 @@ class Grid:
     fresh: np.ndarray  # (R,) bool
     capacity: np.ndarray  # (R,) float, inf = unlimited
     errors: dict[str, str] = field(default_factory=dict)
+    # (R,) bool: the forecast has not yet been checked against measured values (set by the
+    # planner from `RegionSignal.forecast_error_g_per_kwh`)
+    unchecked: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     @property
     def slots(self) -> int:
@@ -616,6 +628,9 @@ class CarbonPlanner:
         )
         # forecasts that have proven exact: a later plan on them chases no error
         exact_forecast = measured <= _EXACT_FORECAST_FRACTION * np.abs(inten).mean(axis=1)
+        # a forecast not yet checked against measured values may be wrong by any amount: a
+        # job waits for it only for a clear gain (`unproven_min_saving_fraction`)
+        grid.unchecked = ~np.isfinite(measured)
         if cfg.denoise:
             inten = denoise_rows(
                 inten,
@@ -938,7 +953,12 @@ class CarbonPlanner:
         offsets = np.arange(used.shape[1])
         best_r_l, best_s_l, best_c_l = best_r.tolist(), best_s.tolist(), best_c.tolist()
         now_r_l, now_c_l, ls_l = now_r.tolist(), now_c.tolist(), ls.tolist()
-        hyst, min_save = 1 + cfg.hysteresis_fraction, 1 + cfg.min_saving_fraction
+        hyst = 1 + cfg.hysteresis_fraction
+        min_gain = np.where(
+            grid.unchecked,
+            max(cfg.min_saving_fraction, cfg.unproven_min_saving_fraction),
+            cfg.min_saving_fraction,
+        ).tolist()
         postpone = 1 + cfg.noisy_postpone_fraction
         sums_of = [sums_by_d[k] for k in keys.tolist()]
         durs = [math.ceil(d - _EPS) or 1 for d in d_slots.tolist()]
@@ -987,7 +1007,7 @@ class CarbonPlanner:
                         # starting early is a change of plan too
                         early = now_c_l[i] * hyst <= planned + _EPS
                     else:
-                        early = gain <= planned * (min_save - 1) + _EPS
+                        early = gain <= planned * min_gain[r] + _EPS
                     if early:
                         r, s = now_r_l[i], 0
             dur = durs[i]
@@ -1429,6 +1449,8 @@ class CarbonPlanner:
         def solve_into(idx: list[int]) -> None:
             v, r, f, c = solve_checked([specs[b] for b in idx])
             value[idx], run[idx], first[idx], cont[idx] = v, r, f, c
+            for b in idx:
+                straight_now(b)
             # A job not yet started that no plan fits with the slot held back may still
             # take a plan that uses that slot but never pauses (it holds its GPUs once
             # started, so it has no resume to wait for).
@@ -1445,6 +1467,36 @@ class CarbonPlanner:
                     specs[b].deadline_full -= 1
                     if v[n] < BIG / 2 and _runs(r[n]) == 1:
                         value[b], run[b], first[b], cont[b] = v[n], r[n], f[n], c[n]
+
+        def straight_now(b: int) -> None:
+            """A job not started whose plan waits, on a forecast not yet checked against
+            measured values, for less than `unproven_min_saving_fraction` of its emissions
+            runs straight through from now instead, where that fits."""
+            s = specs[b]
+            ri, k = s.region_i, s.k
+            if not grid.unchecked[ri] or s.state != 0 or first[b] == 0 or k > s.deadline_slot:
+                return
+            if value[b] >= BIG / 2:
+                return
+            if (
+                limited
+                and s.job.spec.gpus
+                and np.any(used[ri, :k] + s.job.spec.gpus > grid.capacity[ri])
+            ):
+                return
+            naive = float(ext[ri, :k].sum()) * s.energy_kwh
+            gain = max(0.0, naive - float(value[b])) / naive if naive > 0 else 0.0
+            if gain >= cfg.unproven_min_saving_fraction:
+                return
+            run[b] = False
+            run[b, :k] = True
+            value[b] = cont[b] = naive
+            first[b] = 0
+            s.why_now = (
+                f"waiting would save {100 * gain:.1f} % by the forecast, less than the "
+                f"{100 * cfg.unproven_min_saving_fraction:.0f} % asked of a forecast not yet "
+                "checked against measured values"
+            )
 
         def no_plan(b: int) -> None:
             """No plan fits the GPUs left before job b's deadline. A running job runs on,
@@ -1492,7 +1544,7 @@ class CarbonPlanner:
                     return False  # no room here: another region, next round
                 no_plan(b)
                 return True
-            if s.state == 2 and not run[b, 0] and not self._pauses(s, value[b], cont[b], ext):
+            if s.state == 2 and not run[b, 0] and not self._pauses(s, value[b], cont[b], ext, grid):
                 slots = np.arange(min(s.k, used.shape[1]))  # runs on, GPUs held
             if np.any(used[ri, slots] + g > grid.capacity[ri]):
                 return False
@@ -1536,13 +1588,18 @@ class CarbonPlanner:
             )
         return out
 
-    def _pauses(self, s: _IntJob, value: float, cont: float, ext: np.ndarray) -> bool:
+    def _pauses(self, s: _IntJob, value: float, cont: float, ext: np.ndarray, grid: Grid) -> bool:
         """Whether a running job whose best plan pauses now is paused: only if that plan
         beats the best plan that runs on (checkpoint counted) by more than the hysteresis
-        share of a slot's emissions. A job no plan fits runs on."""
+        share of a slot's emissions (and, on a forecast not yet checked against measured
+        values, by `unproven_min_saving_fraction` of the plan's emissions). A job no plan
+        fits runs on."""
         if value >= BIG / 2:
             return False
-        margin = self.config.suspend_margin_fraction * float(ext[s.region_i, 0]) * s.energy_kwh
+        cfg = self.config
+        margin = cfg.suspend_margin_fraction * float(ext[s.region_i, 0]) * s.energy_kwh
+        if grid.unchecked[s.region_i]:
+            margin = max(margin, cfg.unproven_min_saving_fraction * cont)
         return bool(value < cont - margin)
 
     @staticmethod
@@ -1655,7 +1712,7 @@ class CarbonPlanner:
         if s.state == 2:
             if runs_now:
                 return []
-            if not self._pauses(s, value, cont, ext):
+            if not self._pauses(s, value, cont, ext, grid):
                 return []
             nxt = planned[0] if planned.size else 0
             return [

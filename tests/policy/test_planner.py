@@ -450,6 +450,33 @@ def test_one_sharp_dip_in_a_forecast_not_yet_measured_is_taken_as_it_is():
     assert np.array_equal(flat, vals)
 
 
+def test_a_forecast_not_yet_checked_is_waited_for_only_for_a_clear_gain():
+    # 3.3 % cleaner in two hours: worth waiting for on a forecast proven exact, not on one
+    # whose error has not been measured (an agent's first hours with a provider)
+    small = [300, 300, 290, 290] + [300] * 8
+    large = [300, 300, 200, 200] + [300] * 8
+    for interruptible in (False, True):
+        j = job("a", 2, 12, interruptible=interruptible)
+        [d] = plan([j], {"a": signal("a", small)})
+        assert d.action == Action.START
+        if interruptible:
+            assert "less than the 5 % asked of a forecast not yet checked" in d.reason
+        [d] = plan([j], {"a": signal("a", small, error_g=0.0)})
+        assert d.action == Action.HOLD and d.planned_start == T0 + timedelta(hours=2)
+        [d] = plan([j], {"a": signal("a", large)})
+        assert d.action == Action.HOLD and d.planned_start == T0 + timedelta(hours=2)
+
+
+def test_a_running_job_pauses_on_a_forecast_not_yet_checked_only_for_a_clear_gain():
+    j = job("a", 2, 8, interruptible=True, state=JobState.RUNNING)
+    small = [300, 300, 290, 290, 300, 300, 300, 300]
+    assert plan([j], {"a": signal("a", small)}) == []  # runs on
+    [d] = plan([j], {"a": signal("a", small, error_g=0.0)})
+    assert d.action == Action.SUSPEND
+    [d] = plan([j], {"a": signal("a", [300, 300, 200, 200, 300, 300, 300, 300])})
+    assert d.action == Action.SUSPEND
+
+
 def test_the_measured_forecast_error_decides_how_far_the_forecast_is_trusted():
     # Truth: 300 with a broad dip to 220 at slots 30-36. The forecast adds +/-30 of
     # independent error everywhere and one draw of -150 at slot 10.
