@@ -353,7 +353,7 @@ class Agent:
             leading = self.store.lead()
         except GridshiftError:
             self._leading = False
-            self.metrics.leader.set(0)
+            self.metrics.leader.labels(self.store.scope).set(0)
             raise
         if leading != self._leading:
             if leading:
@@ -364,7 +364,7 @@ class Agent:
                     self.store.name,
                 )
             self._leading = leading
-            self.metrics.leader.set(1 if leading else 0)
+            self.metrics.leader.labels(self.store.scope).set(1 if leading else 0)
         return leading
 
     def refresh_signals(self) -> None:

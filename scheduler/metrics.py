@@ -183,8 +183,9 @@ class AgentMetrics:
         )
         self.leader = Gauge(
             "gridshift_leader",
-            "1 while this agent acts on the jobs; 0 while it stands by (another agent on the "
-            "same database acts)",
+            "1 while this agent acts on the jobs of its database; 0 while it stands by "
+            "(another agent on the same database acts) or cannot reach it",
+            ["database"],
             registry=r,
         )
         self.adapter_errors = Counter(

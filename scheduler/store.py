@@ -130,6 +130,9 @@ class _SqlStore:
     _by_engine_ref = ""  # WHERE clause: a job's engine_ref and spec.engine
     _for_update = ""  # locks a job's row for the rest of the transaction, where needed
     name = ""  # the database, for messages
+    # the database (and schema) whose jobs this store holds, as agents sharing it agree on
+    # it whatever URL each was given: the label of `gridshift_leader`
+    scope = ""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -360,7 +363,7 @@ class SqliteStore(_SqlStore):
     def __init__(self, conn: sqlite3.Connection, clock: Clock, name: str = ":memory:") -> None:
         super().__init__(clock)
         self._conn = conn
-        self.name = name
+        self.name = self.scope = name
 
     @classmethod
     def open(cls, path: str | Path, clock: Clock) -> SqliteStore:
@@ -434,6 +437,8 @@ class PostgresStore(_SqlStore):
             ) from None
         store = cls(url, clock)
         store._migrate()
+        [(database, schema)] = store._read("SELECT current_database(), current_schema()")
+        store.scope = f"{database}/{schema}"
         return store
 
     def _connection(self) -> Any:

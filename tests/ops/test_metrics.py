@@ -28,6 +28,7 @@ DIMENSIONLESS_GAUGES = {
 BOUNDED_LABELS = {
     "region", "provider", "kind", "horizon", "lead", "state", "action", "cause", "basis",
     "adapter", "operation", "task", "reason", "outcome", "gpu", "uuid", "version", "le",
+    "database",  # the agent's own store: one value per agent
 }  # fmt: skip
 
 
@@ -51,6 +52,7 @@ def populated_registry() -> CollectorRegistry:
     metrics.tick_duration.observe(0.01)
     metrics.planner_duration.observe(0.001)
     metrics.last_tick.set_to_current_time()
+    metrics.leader.labels(database="gridshift/public").set(1)
     gpus = GpuCollector(registry)
     gpus.update([
         PowerSample(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -136,7 +137,9 @@ def test_deployments_in_schemas_of_their_own_lead_apart(pg_url: str) -> None:
 
 
 def _leader(agent) -> float | None:  # type: ignore[no-untyped-def]
-    return agent.metrics.registry.get_sample_value("gridshift_leader")
+    return agent.metrics.registry.get_sample_value(
+        "gridshift_leader", {"database": agent.store.scope}
+    )
 
 
 def test_two_agents_share_a_database_and_the_standby_takes_over(
@@ -150,6 +153,8 @@ def test_two_agents_share_a_database_and_the_standby_takes_over(
     agents.append(standby)
     standby.startup()
     assert _leader(active) == 1 and _leader(standby) == 0
+    # both agents label it with the same database and schema, as the alert groups them
+    assert active.store.scope == standby.store.scope == f"{urlsplit(pg_url).path[1:]}/public"
     with TestClient(create_app(standby)) as client:
         assert client.get("/healthz").json()["role"] == "standby"
 
