@@ -591,6 +591,7 @@ class _Plan:
     # a dirtier one
     wanted: tuple[int, int] | None = None
     late: bool = False  # no GPUs before its latest start, which had not passed
+    why_now: str = ""  # why it starts now though a later window is cleaner by the forecast
 
 
 class CarbonPlanner:
@@ -973,6 +974,7 @@ class CarbonPlanner:
             e = power_kwh_per_slot[i]
             prev: tuple[int, int] | None = None
             carried: tuple[int, int] | None = None  # a noisy held plan not postponed
+            why_now = ""
             if not fresh_l[i]:
                 # fail open: no carbon preference, start now
                 r = int(np.nonzero(allowed[i])[0][0])
@@ -1009,6 +1011,7 @@ class CarbonPlanner:
                     else:
                         early = gain <= planned * min_gain[r] + _EPS
                     if early:
+                        why_now = self._why_early(grid, r, s, gain, planned, kept, min_gain[r])
                         r, s = now_r_l[i], 0
             dur = durs[i]
             g = job.spec.gpus
@@ -1042,6 +1045,7 @@ class CarbonPlanner:
                     latest_start=job.deadline - timedelta(seconds=rem[i]),
                     energy_kwh=e * rem[i] / slot_s,
                     wanted=_wanted(wanted[i], r, s, cost),
+                    why_now=why_now if s == 0 else "",
                 )
             )
         if limited and displaced and 2 <= n_j <= cfg.exact_max_jobs and has_fresh.all():
@@ -1246,6 +1250,8 @@ class CarbonPlanner:
             elif (latest - now).total_seconds() < self.config.slot_s:
                 when = "has passed" if latest <= now else "is less than a slot away"
                 why = f"latest start {fmt_t(latest)} {when}: starting to meet the deadline"
+            elif plan.why_now:
+                why = f"{plan.why_now}; {mean:.0f} g/kWh over the run in {region} now"
             else:
                 room = "" if plan.wanted is None else " with free GPUs"
                 why = (
@@ -1287,6 +1293,27 @@ class CarbonPlanner:
             )
         )
         return out
+
+    @staticmethod
+    def _why_early(
+        grid: Grid, r: int, s: int, gain: float, planned: float, kept: bool, min_gain: float
+    ) -> str:
+        """Why a job starts now though the window at (r, s) is cleaner by the forecast, or
+        was when it was planned (sums of g/kWh over the run; gain = now - planned)."""
+        then = f"{fmt_t(grid.at(s))} in {grid.regions[r]}"
+        share = 100 * gain / planned if planned > 0 else 0.0
+        if kept:
+            return (
+                f"starting early: now is cleaner than the window planned at {then} by the "
+                f"latest forecast ({-share:.0f} % less carbon)"
+            )
+        why = (
+            f"waiting until {then} would save {share:.1f} % by the forecast, less than the "
+            f"{100 * min_gain:.1f} % asked"
+        )
+        if grid.unchecked[r]:
+            why += " of a forecast not yet checked against measured values"
+        return why
 
     @staticmethod
     def _short_of(plan: _Plan, grid: Grid, dur_s: float) -> str:
@@ -1494,7 +1521,7 @@ class CarbonPlanner:
             first[b] = 0
             s.why_now = (
                 f"waiting would save {100 * gain:.1f} % by the forecast, less than the "
-                f"{100 * cfg.unproven_min_saving_fraction:.0f} % asked of a forecast not yet "
+                f"{100 * cfg.unproven_min_saving_fraction:.1f} % asked of a forecast not yet "
                 "checked against measured values"
             )
 

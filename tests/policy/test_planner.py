@@ -353,6 +353,24 @@ def test_hysteresis_keeps_a_held_plan_for_a_small_gain():
     values[2] = 10  # a much better earlier window: the plan moves
     [d] = plan([j], {"a": signal("a", values)})
     assert d.planned_start == T0 + timedelta(hours=2)
+    # now much cleaner than the plan (a later hour cleaner still is not waited for: a held
+    # plan is never postponed): it starts early, and says why
+    j.planned_start = T0 + timedelta(hours=2)
+    [d] = plan([j], {"a": signal("a", [80, 300, 100, 300, 300, 300, 70, 300])})
+    assert d.action == Action.START
+    assert d.reason.startswith(
+        "starting early: now is cleaner than the window planned at 06-03 02:00Z in a by the "
+        "latest forecast (20 % less carbon)"
+    ), d.reason
+
+
+def test_a_grid_at_zero_carbon_is_planned_and_explained():
+    # a held plan on a forecast of 0 g/kWh (a hydro or nuclear hour; 5-minute marginal
+    # signals reach 0): shares of a zero cost are not divided by it
+    j = job("a", 1, 8, state=JobState.HELD)
+    j.planned_start = T0 + timedelta(hours=2)
+    [d] = plan([j], {"a": signal("a", [0.0] * 8)})
+    assert d.action == Action.START and "0 % less carbon" in d.reason
 
 
 def test_a_held_plan_is_never_postponed_and_starts_when_due():
@@ -459,8 +477,7 @@ def test_a_forecast_not_yet_checked_is_waited_for_only_for_a_clear_gain():
         j = job("a", 2, 12, interruptible=interruptible)
         [d] = plan([j], {"a": signal("a", small)})
         assert d.action == Action.START
-        if interruptible:
-            assert "less than the 5 % asked of a forecast not yet checked" in d.reason
+        assert "% by the forecast, less than the 5.0 % asked of a forecast not yet" in d.reason
         [d] = plan([j], {"a": signal("a", small, error_g=0.0)})
         assert d.action == Action.HOLD and d.planned_start == T0 + timedelta(hours=2)
         [d] = plan([j], {"a": signal("a", large)})
