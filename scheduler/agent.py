@@ -58,7 +58,7 @@ from .telemetry.nvml import NvmlTelemetry
 
 log = logging.getLogger(__name__)
 
-# store meta key holding each region's forecast skill (signals/skill.py)
+# store meta key holding each region's forecast skill, per provider (signals/skill.py)
 SKILL_KEY = "forecast_skill"
 # store meta key holding each region's measured values of the last days (signals/history.py)
 HISTORY_KEY = "measured_history"

@@ -30,6 +30,7 @@ from .skill import ForecastSkill
 log = logging.getLogger(__name__)
 
 FORECAST_LEADS_H = (1, 6, 24)
+SKILLS_VERSION = 2  # skill_state(): each region's skills by forecast provider
 HISTORY_PROVIDER = "history"  # the forecast made from measured values (history.py)
 BACKFILL_RETRY_S = 6 * 3600.0  # how often to ask a provider for the last day's values
 BACKFILL_SPAN = timedelta(hours=23)  # how far back to ask
@@ -43,7 +44,9 @@ class _RegionState:
     forecast: Forecast | None = None
     error: str | None = None
     errors: dict[str, str] = field(default_factory=dict)
-    skill: ForecastSkill = field(default_factory=ForecastSkill)
+    # each forecast provider's record in this region (a provider taken over after a failure
+    # is trusted on its own record, not on the one it replaced)
+    skills: dict[str, ForecastSkill] = field(default_factory=dict)
     history: MeasuredHistory = field(default_factory=MeasuredHistory)
     backfilled_at: datetime | None = None
 
@@ -167,13 +170,14 @@ class SignalHub:
             # Score the forecasts made for the interval just measured, then remember the new
             # one: the planner trusts each region's forecast as far as it has been right.
             if current is not None:
-                state.skill.record_actual(
-                    current.start.timestamp(),
-                    current.end.timestamp(),
-                    current.intensity_g_per_kwh,
-                )
+                for skill in state.skills.values():
+                    skill.record_actual(
+                        current.start.timestamp(),
+                        current.end.timestamp(),
+                        current.intensity_g_per_kwh,
+                    )
             if forecast is not None:
-                state.skill.record_forecast(
+                state.skills.setdefault(forecast.provider, ForecastSkill()).record_forecast(
                     now.timestamp(),
                     (
                         (p.start.timestamp(), p.end.timestamp(), p.intensity_g_per_kwh)
@@ -266,18 +270,36 @@ class SignalHub:
                 age_s=age_s,
                 fresh=fresh,
                 error=state.error,
-                forecast_error_g_per_kwh=state.skill.error_sd(),
+                forecast_error_g_per_kwh=_forecast_error(state),
             )
 
     def skill_state(self) -> dict[str, dict[str, Any]]:
-        """Each region's forecast skill as plain data, for the store."""
+        """Each region's forecast skill, per forecast provider, as plain data for the
+        store."""
         with self._lock:
-            return {region: state.skill.state() for region, state in self._state.items()}
+            return {
+                region: {
+                    "version": SKILLS_VERSION,
+                    "providers": {name: sk.state() for name, sk in state.skills.items()},
+                }
+                for region, state in self._state.items()
+            }
 
     def restore_skill(self, states: dict[str, Any]) -> None:
         """Take back what `skill_state` returned; regions no longer configured are ignored,
-        and a region whose data is malformed starts afresh (logged)."""
-        self._restore(states, "skill", "forecast skill")
+        and a region whose data is malformed, or kept before skills were per provider,
+        starts afresh (logged)."""
+        with self._lock:
+            for region, data in states.items():
+                state = self._state.get(region)
+                if state is None:
+                    continue
+                try:
+                    skills = _restore_skills(data)
+                except ValueError as exc:
+                    log.warning("region %s: forecast skill not restored (%s)", region, exc)
+                    continue
+                state.skills = skills
 
     def history_state(self) -> dict[str, dict[str, Any]]:
         """Each region's measured history as plain data, for the store."""
@@ -362,3 +384,28 @@ class SignalHub:
         """Refresh the age gauges between fetches (ages grow even when nothing is fetched)."""
         for region in self.chains:
             self._export(region)
+
+
+def _forecast_error(state: _RegionState) -> float | None:
+    """The measured error of the provider whose forecast the region has now (None until
+    that provider's forecasts have been scored)."""
+    fc = state.forecast
+    skill = state.skills.get(fc.provider) if fc is not None else None
+    return skill.error_sd() if skill is not None else None
+
+
+def _restore_skills(data: Any) -> dict[str, ForecastSkill]:
+    """One region's skills from `SignalHub.skill_state`; ValueError if they cannot be."""
+    if isinstance(data, dict) and data.get("version") == 1:
+        raise ValueError("kept before forecasts were scored per provider: learnt again")
+    if not isinstance(data, dict) or data.get("version") != SKILLS_VERSION:
+        raise ValueError(f"unknown forecast skills data {str(data)[:60]!r}")
+    providers = data.get("providers")
+    if not isinstance(providers, dict):
+        raise ValueError("malformed forecast skills: no providers")
+    skills = {}
+    for name, kept in providers.items():
+        skill = ForecastSkill()
+        skill.restore(kept)  # ValueError if malformed
+        skills[str(name)] = skill
+    return skills

@@ -19,7 +19,8 @@ STATE_VERSION = 1
 
 
 class ForecastSkill:
-    """Root mean square of (forecast - measured) for one region, over forecasts made
+    """Root mean square of (forecast - measured) for one provider's forecasts of one
+    region (the hub keeps one per provider), over forecasts made
     `min_lead_s` to `max_lead_s` ahead of their target, weighted towards recent targets.
 
     For each target interval, one forecast per hour of lead is kept (the latest made in

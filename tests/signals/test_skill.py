@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gridshift.scheduler.clock import FakeClock
+from gridshift.scheduler.errors import NoSignal
 from gridshift.scheduler.metrics import AgentMetrics
 from gridshift.scheduler.models import Forecast, ForecastPoint, IntensitySample
 from gridshift.scheduler.signals.hub import SignalHub
@@ -118,17 +120,21 @@ def test_a_malformed_state_is_refused_and_changes_nothing(bad):
 
 
 class BiasedProvider:
-    """A provider whose forecasts are always 25 g/kWh too high."""
+    """A provider whose forecasts are always `bias_g` g/kWh too high (25 by default); with
+    `down`, it answers nothing."""
 
-    name = "biased"
-
-    def __init__(self, clock: FakeClock) -> None:
+    def __init__(self, clock: FakeClock, name: str = "biased", bias_g: float = 25.0) -> None:
         self.clock = clock
+        self.name = name
+        self.bias_g = bias_g
+        self.down = False
 
     def _hour(self, when: datetime) -> datetime:
         return when.replace(minute=0, second=0, microsecond=0)
 
     def current(self, location: str) -> IntensitySample:
+        if self.down:
+            raise NoSignal(f"{self.name} is down", provider=self.name, reason="http")
         start = self._hour(self.clock.now())
         return IntensitySample(
             region=location,
@@ -139,12 +145,14 @@ class BiasedProvider:
         )
 
     def forecast(self, location: str, start: datetime, end: datetime) -> Forecast:
+        if self.down:
+            raise NoSignal(f"{self.name} is down", provider=self.name, reason="http")
         first = self._hour(start)
         pts = [
             ForecastPoint(
                 start=first + timedelta(hours=k),
                 end=first + timedelta(hours=k + 1),
-                intensity_g_per_kwh=truth((first + timedelta(hours=k)).timestamp()) + 25.0,
+                intensity_g_per_kwh=truth((first + timedelta(hours=k)).timestamp()) + self.bias_g,
             )
             for k in range(int((end - first).total_seconds() // HOUR))
         ]
@@ -169,3 +177,43 @@ def test_the_hub_scores_its_forecasts_and_shows_the_error_to_the_planner_and_on_
     assert hub.region_signal("r").forecast_error_g_per_kwh == pytest.approx(25.0)
     metric = "gridshift_grid_carbon_intensity_forecast_error_grams_per_kwh"
     assert registry.get_sample_value(metric, {"region": "r"}) == pytest.approx(25.0)
+
+
+def _day(hub: SignalHub, clock: FakeClock) -> None:
+    for _ in range(24 * 4):  # refreshes every 15 min
+        clock.advance(timedelta(minutes=15))
+        hub.refresh()
+
+
+def test_a_provider_taken_over_after_a_failure_is_trusted_on_its_own_record(caplog):
+    clock = FakeClock(T0)
+    biased, exact = BiasedProvider(clock), BiasedProvider(clock, "exact", bias_g=0.0)
+    providers = {"biased": biased, "exact": exact}
+    chain = {"r": [("biased", "r"), ("exact", "r")]}
+    hub = SignalHub(providers, chain, clock, staleness_s=2 * HOUR)
+    hub.refresh()
+    _day(hub, clock)
+    assert hub.region_signal("r").forecast_error_g_per_kwh == pytest.approx(25.0)
+    biased.down = True  # the exact provider takes over: its forecasts are not scored yet
+    clock.advance(timedelta(minutes=15))
+    hub.refresh()
+    sig = hub.region_signal("r")
+    assert sig.forecast.provider == "exact" and sig.forecast_error_g_per_kwh is None
+    _day(hub, clock)
+    assert hub.region_signal("r").forecast_error_g_per_kwh == pytest.approx(0.0, abs=1e-9)
+    biased.down = False  # back: its own record, scored meanwhile against the measured values
+    clock.advance(timedelta(minutes=15))
+    hub.refresh()
+    assert hub.region_signal("r").forecast_error_g_per_kwh == pytest.approx(25.0)
+
+    # kept across a restart, per provider
+    again = SignalHub(providers, chain, clock, staleness_s=2 * HOUR)
+    again.restore_skill(json.loads(json.dumps(hub.skill_state())))
+    again.refresh()
+    assert again.region_signal("r").forecast_error_g_per_kwh == pytest.approx(25.0)
+    # a region's skill kept before skills were per provider is learnt again, and says so
+    older = SignalHub(providers, chain, clock, staleness_s=2 * HOUR)
+    older.restore_skill({"r": hub.skill_state()["r"]["providers"]["biased"]})
+    older.refresh()
+    assert older.region_signal("r").forecast_error_g_per_kwh is None
+    assert "learnt again" in caplog.text
