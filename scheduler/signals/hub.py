@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -289,17 +290,11 @@ class SignalHub:
         """Take back what `skill_state` returned; regions no longer configured are ignored,
         and a region whose data is malformed, or kept before skills were per provider,
         starts afresh (logged)."""
-        with self._lock:
-            for region, data in states.items():
-                state = self._state.get(region)
-                if state is None:
-                    continue
-                try:
-                    skills = _restore_skills(data)
-                except ValueError as exc:
-                    log.warning("region %s: forecast skill not restored (%s)", region, exc)
-                    continue
-                state.skills = skills
+
+        def apply(state: _RegionState, data: Any) -> None:
+            state.skills = _restore_skills(data)
+
+        self._restore(states, apply, "forecast skill")
 
     def history_state(self) -> dict[str, dict[str, Any]]:
         """Each region's measured history as plain data, for the store."""
@@ -308,16 +303,23 @@ class SignalHub:
 
     def restore_history(self, states: dict[str, Any]) -> None:
         """Take back what `history_state` returned (as `restore_skill` does)."""
-        self._restore(states, "history", "measured history")
+        self._restore(states, lambda state, data: state.history.restore(data), "measured history")
 
-    def _restore(self, states: dict[str, Any], part: str, what: str) -> None:
+    def _restore(
+        self,
+        states: dict[str, Any],
+        apply: Callable[[_RegionState, Any], None],
+        what: str,
+    ) -> None:
+        """`apply` each configured region's data; one that raises ValueError is logged and
+        left as it was."""
         with self._lock:
             for region, data in states.items():
                 state = self._state.get(region)
                 if state is None:
                     continue
                 try:
-                    getattr(state, part).restore(data)
+                    apply(state, data)
                 except ValueError as exc:
                     log.warning("region %s: %s not restored (%s)", region, what, exc)
 
