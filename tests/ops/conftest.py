@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from gridshift.scheduler.clock import SystemClock
+from gridshift.scheduler.signals.hub import SKILLS_VERSION
 from gridshift.scheduler.signals.skill import ForecastSkill
 from gridshift.scheduler.store import SqliteStore
 from tests.conftest import require
@@ -101,7 +102,9 @@ def seed_forecast_skill(state_dir: Path) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore.open(state_dir / "gridshift.db", SystemClock())
     try:
-        store.set_json("forecast_skill", {"local": skill.state()})
+        # each region's skills by the forecast provider they score (here the replay)
+        skills = {"version": SKILLS_VERSION, "providers": {"replay": skill.state()}}
+        store.set_json("forecast_skill", {"local": skills})
     finally:
         store.close()
 
