@@ -382,6 +382,13 @@ def _decision(**values: Any) -> Decision:
     return d
 
 
+def _too_small(share_pct: float, min_gain: float, unchecked: bool) -> str:
+    """Why a wait for a gain of `share_pct` % is not worth it."""
+    why = f"would save {share_pct:.1f} % by the forecast, less than the {100 * min_gain:.1f} %"
+    why += " asked"
+    return why + (" of a forecast not yet checked against measured values" if unchecked else "")
+
+
 @lru_cache(maxsize=4096)
 def fmt_t(t: datetime) -> str:
     """'06-01 14:30Z' (UTC), cheaply: called for every decision, mostly on the plan's slots."""
@@ -1307,13 +1314,7 @@ class CarbonPlanner:
                 f"starting early: now is cleaner than the window planned at {then} by the "
                 f"latest forecast ({-share:.0f} % less carbon)"
             )
-        why = (
-            f"waiting until {then} would save {share:.1f} % by the forecast, less than the "
-            f"{100 * min_gain:.1f} % asked"
-        )
-        if grid.unchecked[r]:
-            why += " of a forecast not yet checked against measured values"
-        return why
+        return f"waiting until {then} {_too_small(share, min_gain, bool(grid.unchecked[r]))}"
 
     @staticmethod
     def _short_of(plan: _Plan, grid: Grid, dur_s: float) -> str:
@@ -1501,9 +1502,13 @@ class CarbonPlanner:
             runs straight through from now instead, where that fits."""
             s = specs[b]
             ri, k = s.region_i, s.k
-            if not grid.unchecked[ri] or s.state != 0 or first[b] == 0 or k > s.deadline_slot:
-                return
-            if value[b] >= BIG / 2:
+            if (
+                not grid.unchecked[ri]
+                or s.state != 0
+                or first[b] == 0
+                or k > s.deadline_slot
+                or value[b] >= BIG / 2
+            ):
                 return
             if (
                 limited
@@ -1519,11 +1524,7 @@ class CarbonPlanner:
             run[b, :k] = True
             value[b] = cont[b] = naive
             first[b] = 0
-            s.why_now = (
-                f"waiting would save {100 * gain:.1f} % by the forecast, less than the "
-                f"{100 * cfg.unproven_min_saving_fraction:.1f} % asked of a forecast not yet "
-                "checked against measured values"
-            )
+            s.why_now = f"waiting {_too_small(100 * gain, cfg.unproven_min_saving_fraction, True)}"
 
         def no_plan(b: int) -> None:
             """No plan fits the GPUs left before job b's deadline. A running job runs on,
