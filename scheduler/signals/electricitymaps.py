@@ -180,13 +180,9 @@ class ElectricityMapsProvider(HttpProvider):
         return self._sample(location, latest, step)
 
     def forecast(self, location: str, start: datetime, end: datetime) -> Forecast:
-        full = self.cache.get_or_fetch(
-            ("forecast", location), lambda: self._fetch_forecast(location)
+        return self._cached_forecast(
+            ("forecast", location), lambda: self._fetch_forecast(location), location, start, end
         )
-        points = [p for p in full.points if p.end > start and p.start < end]
-        if not points:
-            raise self._empty(f"forecast between {iso_z(start)} and {iso_z(end)}", location)
-        return full.model_copy(update={"points": points})
 
     def _fetch_forecast(self, location: str) -> Forecast:
         self._check_denied(("forecast", location))

@@ -43,6 +43,7 @@ from ..errors import (
     ProviderUnavailable,
     SignalError,
 )
+from ..models import Forecast
 
 log = logging.getLogger(__name__)
 
@@ -491,6 +492,24 @@ class HttpProvider:
     def _remember_denied(self, key: Hashable, error: SignalError) -> None:
         until = self.clock.now() + timedelta(seconds=self.no_access_retry_s)
         self._denied[key] = (until, error)
+
+    def _cached_forecast(
+        self,
+        key: Hashable,
+        fetch: Callable[[], Forecast],
+        location: str,
+        start: datetime,
+        end: datetime,
+        fmt: Callable[[datetime], str] = iso_z,
+    ) -> Forecast:
+        """The whole forecast the source has, fetched once per `ttl_s` under `key`, cut to
+        the points that overlap [start, end); empty there is an error (the next source is
+        used)."""
+        full = self.cache.get_or_fetch(key, fetch)
+        points = [p for p in full.points if p.end > start and p.start < end]
+        if not points:
+            raise self._empty(f"forecast between {fmt(start)} and {fmt(end)}", location)
+        return full.model_copy(update={"points": points})
 
     def _empty(self, what: str, location: str) -> ProviderDataError:
         return ProviderDataError(

@@ -198,13 +198,14 @@ class UkCarbonIntensityProvider(HttpProvider):
         return self._sample(location, containing[0] if containing else periods[-1])
 
     def forecast(self, location: str, start: datetime, end: datetime) -> Forecast:
-        full = self.cache.get_or_fetch(
-            ("forecast", location), lambda: self._fetch_forecast(location)
+        return self._cached_forecast(
+            ("forecast", location),
+            lambda: self._fetch_forecast(location),
+            location,
+            start,
+            end,
+            ukci_time,
         )
-        points = [p for p in full.points if p.end > start and p.start < end]
-        if not points:
-            raise self._empty(f"forecast between {ukci_time(start)} and {ukci_time(end)}", location)
-        return full.model_copy(update={"points": points})
 
     def _fetch_forecast(self, location: str) -> Forecast:
         prefix, suffix, regionid = self._prefix_suffix(location)

@@ -240,14 +240,13 @@ class WattTimeProvider(HttpProvider):
     def forecast(self, location: str, start: datetime, end: datetime) -> Forecast:
         horizon_h = math.ceil((end - self.clock.now()).total_seconds() / 3600)
         horizon_h = max(1, min(MAX_HORIZON_H, horizon_h))
-        full = self.cache.get_or_fetch(
+        return self._cached_forecast(
             ("forecast", location, horizon_h),
             lambda: self._fetch_forecast(location, horizon_h),
+            location,
+            start,
+            end,
         )
-        points = [p for p in full.points if p.end > start and p.start < end]
-        if not points:
-            raise self._empty(f"forecast between {iso_z(start)} and {iso_z(end)}", location)
-        return full.model_copy(update={"points": points})
 
     def _fetch_forecast(self, location: str, horizon_h: int) -> Forecast:
         region = self.region_for(location)
