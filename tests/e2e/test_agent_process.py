@@ -23,6 +23,7 @@ from gridshift.scheduler.clock import FakeClock
 from gridshift.scheduler.config import ReplayProviderConfig
 from gridshift.scheduler.policy.window import StepSeries
 from gridshift.scheduler.signals.replay import ReplayProvider
+from tests import agentproc
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -33,11 +34,9 @@ SPEED = 3600.0
 SIM_START = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
 
-class AgentProcess:
+class AgentProcess(agentproc.AgentProcess):
     def __init__(self, tmp: Path, origin: datetime) -> None:
-        self.tmp = tmp
-        self.port = free_port()
-        self.api = f"http://127.0.0.1:{self.port}"
+        super().__init__(tmp)
         self.env = {
             **os.environ,
             "GRIDSHIFT_STATE_DIR": str(tmp / "state"),
@@ -50,32 +49,6 @@ class AgentProcess:
             "GRIDSHIFT_SIGNAL_REFRESH_S": "0.5",
             "GRIDSHIFT_API_URL": self.api,
         }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        log = open(self.tmp / f"agent-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gridshift.scheduler.cli", "agent"],
-            env=self.env,
-            cwd=self.tmp,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.api + "/healthz", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                pass
-            assert self.proc.poll() is None, self.log()
-            time.sleep(0.1)
-        raise AssertionError("agent did not come up\n" + self.log())
-
-    def log(self) -> str:
-        return (self.tmp / f"agent-{self.starts}.log").read_text(errors="replace")
 
     def cli(self, *args: str) -> str:
         out = subprocess.run(
@@ -91,11 +64,6 @@ class AgentProcess:
 
     def jobs(self) -> dict[str, dict]:
         return {j["id"]: j for j in json.loads(self.cli("list", "--json"))}
-
-    def sigkill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -170,7 +138,7 @@ def test_jobs_run_in_cleaner_windows_and_survive_sigkill(agent, tmp_path):
     held_before = {i: j for i, j in before.items() if j["state"] == "held"}
     running_before = {i for i, j in before.items() if j["state"] == "running"}
     assert held_before and running_before
-    agent.sigkill()
+    agent.kill()
     agent.start()
     after = agent.jobs()
     assert set(after) == set(before), "a job was lost"
@@ -289,7 +257,7 @@ def test_sigkill_with_held_running_and_suspended_jobs(agent, tmp_path):
     progress_file = tmp_path / "state" / "runs" / pausable / "stdout.log"
     assert progress_file.exists()
 
-    agent.sigkill()
+    agent.kill()
     agent.start()
     after = agent.jobs()
     assert set(after) == set(before), "a job was lost"

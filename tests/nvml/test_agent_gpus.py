@@ -19,7 +19,7 @@ import requests
 import yaml
 
 from gridshift.adapters.powercap import DEFAULTS_FILE
-from tests.conftest import free_port
+from tests.agentproc import AgentProcess
 from tests.nvml.conftest import FakeNvml
 
 pytestmark = pytest.mark.slow
@@ -39,11 +39,9 @@ def constant_trace(path: Path, intensity_g_per_kwh: float) -> Path:
     return path
 
 
-class Agent:
+class Agent(AgentProcess):
     def __init__(self, tmp: Path, fake: FakeNvml, trace: Path) -> None:
-        self.tmp = tmp
-        self.port = free_port()
-        self.api = f"http://127.0.0.1:{self.port}"
+        super().__init__(tmp, up_timeout_s=60)
         self.state_dir = tmp / "state"
         self.config = tmp / "gridshift.yaml"
         self.config.write_text(
@@ -65,37 +63,6 @@ class Agent:
             )
         )
         self.env = {**fake.env(), "GRIDSHIFT_CONFIG": str(self.config)}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self, **env: str) -> None:
-        self.starts += 1
-        log = open(self.tmp / f"agent-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gridshift.scheduler.cli", "agent"],
-            env={**self.env, **env},
-            cwd=self.tmp,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.api + "/healthz", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                pass
-            assert self.proc.poll() is None, self.log()
-            time.sleep(0.05)
-        raise AssertionError("agent did not come up\n" + self.log())
-
-    def log(self) -> str:
-        return (self.tmp / f"agent-{self.starts}.log").read_text(errors="replace")
-
-    def kill(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        self.proc.wait(timeout=60)
 
 
 @pytest.fixture
