@@ -44,7 +44,8 @@ How a job is planned:
   by more than `hysteresis_fraction`; it is never postponed, and it starts when due. Where
   a region's forecast is read through its measured noise, held jobs there are planned
   afresh at every tick, but postponed only for a gain above `noisy_postpone_fraction`
-  (3 %). A new job starts now unless waiting saves more than `min_saving_fraction`, or
+  (3 %). A new job starts now unless waiting saves more than `min_saving_fraction` (any
+  gain where the forecast has proven exact), or
   `unproven_min_saving_fraction` (5 %) where the forecast has not yet been checked against
   measured values (a running interruptible job pauses there only for that much, too).
   An interruptible job's wait for its first start is charged
@@ -98,7 +99,11 @@ class CarbonPlannerConfig(BaseModel):
     slot_s: float = Field(default=1800.0, gt=0, description="planning resolution")
     horizon_s: float = Field(default=8 * 86400.0, gt=0, description="furthest slot planned")
     min_saving_fraction: float = Field(
-        default=0.001, ge=0, lt=1, description="hold a job only if waiting saves this much"
+        default=0.001,
+        ge=0,
+        lt=1,
+        description="hold a job only if waiting saves this much (any gain on a forecast "
+        "that has proven exact)",
     )
     unproven_min_saving_fraction: float = Field(
         default=0.05,
@@ -962,9 +967,11 @@ class CarbonPlanner:
         best_r_l, best_s_l, best_c_l = best_r.tolist(), best_s.tolist(), best_c.tolist()
         now_r_l, now_c_l, ls_l = now_r.tolist(), now_c.tolist(), ls.tolist()
         hyst = 1 + cfg.hysteresis_fraction
-        min_gain = np.where(
-            grid.unchecked,
-            max(cfg.min_saving_fraction, cfg.unproven_min_saving_fraction),
+        # the least gain a job waits for: none on a forecast that has proven exact (every
+        # gain it shows is real), more on one not yet checked
+        min_gain = np.select(
+            [grid.unchecked, exact_forecast],
+            [max(cfg.min_saving_fraction, cfg.unproven_min_saving_fraction), 0.0],
             cfg.min_saving_fraction,
         ).tolist()
         postpone = 1 + cfg.noisy_postpone_fraction
