@@ -44,8 +44,8 @@ How a job is planned:
   by more than `hysteresis_fraction`; it is never postponed, and it starts when due. Where
   a region's forecast is read through its measured noise, held jobs there are planned
   afresh at every tick, but postponed only for a gain above `noisy_postpone_fraction`
-  (3 %). A new job starts now unless waiting saves more than `min_saving_fraction` (any
-  gain where the forecast has proven exact), or
+  (3 %). A new job starts now unless waiting saves more than `min_saving_fraction` (0.01 %
+  where the forecast has proven exact), or
   `unproven_min_saving_fraction` (5 %) where the forecast has not yet been checked against
   measured values (a running interruptible job pauses there only for that much, too).
   An interruptible job's wait for its first start is charged
@@ -86,6 +86,9 @@ _ROUNDS = 8
 _CHUNK = 256  # interruptible plans solved together in the first pass
 _EPS = 1e-9
 _EXACT_FORECAST_FRACTION = 0.01  # measured error (of the mean) below which a forecast is exact
+# the least gain (of a job's emissions) waited for on an exact forecast: any real gain, but
+# not a hold of hours for a few hundredths of a per cent
+_EXACT_MIN_GAIN = 1e-4
 # Largest joint exact plan: (region, start) options times the slots each covers. About
 # 100,000 are built and solved in about a second; larger ones are left to the greedy plan.
 _EXACT_MAX_TERMS = 100_000
@@ -102,8 +105,8 @@ class CarbonPlannerConfig(BaseModel):
         default=0.001,
         ge=0,
         lt=1,
-        description="hold a job only if waiting saves this much (any gain on a forecast "
-        "that has proven exact)",
+        description="hold a job only if waiting saves this much (0.01 % on a forecast that "
+        "has proven exact)",
     )
     unproven_min_saving_fraction: float = Field(
         default=0.05,
@@ -967,11 +970,11 @@ class CarbonPlanner:
         best_r_l, best_s_l, best_c_l = best_r.tolist(), best_s.tolist(), best_c.tolist()
         now_r_l, now_c_l, ls_l = now_r.tolist(), now_c.tolist(), ls.tolist()
         hyst = 1 + cfg.hysteresis_fraction
-        # the least gain a job waits for: none on a forecast that has proven exact (every
-        # gain it shows is real), more on one not yet checked
+        # the least gain a job waits for: next to none on a forecast that has proven exact
+        # (every gain it shows is real), more on one not yet checked
         min_gain = np.select(
             [grid.unchecked, exact_forecast],
-            [max(cfg.min_saving_fraction, cfg.unproven_min_saving_fraction), 0.0],
+            [max(cfg.min_saving_fraction, cfg.unproven_min_saving_fraction), _EXACT_MIN_GAIN],
             cfg.min_saving_fraction,
         ).tolist()
         postpone = 1 + cfg.noisy_postpone_fraction

@@ -484,7 +484,7 @@ def test_a_forecast_not_yet_checked_is_waited_for_only_for_a_clear_gain():
         assert d.action == Action.HOLD and d.planned_start == T0 + timedelta(hours=2)
 
 
-def test_a_forecast_proven_exact_is_waited_for_whatever_the_gain():
+def test_a_forecast_proven_exact_is_waited_for_any_gain_but_a_crumb():
     # 0.05 % cleaner in two hours: below the 0.1 % asked of a forecast off by 5 g/kWh, but
     # a forecast that has proven exact shows only real gains
     tiny = [300, 300, 299.85, 299.85] + [300] * 8
@@ -494,6 +494,10 @@ def test_a_forecast_proven_exact_is_waited_for_whatever_the_gain():
     assert "less than the 0.1 % asked" in d.reason
     [d] = plan([j], {"a": signal("a", tiny, error_g=0.0)})
     assert d.action == Action.HOLD and d.planned_start == T0 + timedelta(hours=2)
+    # a few thousandths of a per cent are not worth a wait, even on an exact forecast
+    crumb = [300, 300, 299.985, 299.985] + [300] * 8
+    [d] = plan([j], {"a": signal("a", crumb, error_g=0.0)})
+    assert d.action == Action.START
 
 
 def test_a_running_job_pauses_on_a_forecast_not_yet_checked_only_for_a_clear_gain():
