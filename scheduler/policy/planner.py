@@ -87,7 +87,7 @@ _CHUNK = 256  # interruptible plans solved together in the first pass
 _EPS = 1e-9
 _EXACT_FORECAST_FRACTION = 0.01  # measured error (of the mean) below which a forecast is exact
 # the least gain (of a job's emissions) waited for on an exact forecast: any real gain, but
-# not a hold of hours for a few hundredths of a per cent
+# not a hold of hours for less than a hundredth of a per cent
 _EXACT_MIN_GAIN = 1e-4
 # Largest joint exact plan: (region, start) options times the slots each covers. About
 # 100,000 are built and solved in about a second; larger ones are left to the greedy plan.
@@ -105,8 +105,8 @@ class CarbonPlannerConfig(BaseModel):
         default=0.001,
         ge=0,
         lt=1,
-        description="hold a job only if waiting saves this much (0.01 % on a forecast that "
-        "has proven exact)",
+        description="hold a job only if waiting saves this much (at most 0.01 % on a "
+        "forecast that has proven exact)",
     )
     unproven_min_saving_fraction: float = Field(
         default=0.05,
@@ -974,7 +974,10 @@ class CarbonPlanner:
         # (every gain it shows is real), more on one not yet checked
         min_gain = np.select(
             [grid.unchecked, exact_forecast],
-            [max(cfg.min_saving_fraction, cfg.unproven_min_saving_fraction), _EXACT_MIN_GAIN],
+            [
+                max(cfg.min_saving_fraction, cfg.unproven_min_saving_fraction),
+                min(cfg.min_saving_fraction, _EXACT_MIN_GAIN),
+            ],
             cfg.min_saving_fraction,
         ).tolist()
         postpone = 1 + cfg.noisy_postpone_fraction
