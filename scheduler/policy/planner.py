@@ -86,6 +86,9 @@ _ROUNDS = 8
 _CHUNK = 256  # interruptible plans solved together in the first pass
 _EPS = 1e-9
 _EXACT_FORECAST_FRACTION = 0.01  # measured error (of the mean) below which a forecast is exact
+# For independent Gaussian errors of variance v, the median of the products of successive
+# second differences is -1.486 v (their mean is -4 v).
+_MEDIAN_LAG1_PER_VAR = 1.486
 # the least gain (of a job's emissions) waited for on an exact forecast: any real gain, but
 # not a hold of hours for less than a hundredth of a per cent
 _EXACT_MIN_GAIN = 1e-4
@@ -317,11 +320,6 @@ def denoise_rows(
     return out
 
 
-# For independent Gaussian errors of variance v, the median of the products of successive
-# second differences is -1.486 v (their mean is -4 v).
-_MEDIAN_LAG1_PER_VAR = 1.486
-
-
 @lru_cache(maxsize=16)
 def _covariance_by_lag(n: int, length_slots: float, day_slots: float) -> np.ndarray:
     """Prior correlation for lags -(n-1) .. n-1 (index lag + n - 1): half a smooth part,
@@ -392,9 +390,11 @@ def _decision(**values: Any) -> Decision:
 
 def _too_small(share_pct: float, min_gain: float, unchecked: bool) -> str:
     """Why a wait for a gain of `share_pct` % is not worth it."""
-    why = f"would save {share_pct:.1f} % by the forecast, less than the {100 * min_gain:.1f} %"
-    why += " asked"
-    return why + (" of a forecast not yet checked against measured values" if unchecked else "")
+    of = " of a forecast not yet checked against measured values" if unchecked else ""
+    return (
+        f"would save {share_pct:.1f} % by the forecast, less than the {100 * min_gain:.1f} % "
+        f"asked{of}"
+    )
 
 
 @lru_cache(maxsize=4096)
