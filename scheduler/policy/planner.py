@@ -81,7 +81,6 @@ from ..models import Action, Decision, Job, JobState, Snapshot
 from .window import expected_power_w
 
 BIG = 1e15
-_CANDIDATES = 24
 _ROUNDS = 8
 _CHUNK = 256  # interruptible plans solved together in the first pass
 _EPS = 1e-9
@@ -937,28 +936,20 @@ class CarbonPlanner:
         now_c = np.zeros(n_j)
         now_r = np.zeros(n_j, dtype=int)
         sums_by_d: dict[float, np.ndarray] = {}
-        cand: dict[int, np.ndarray] = {}
+        costs_by_d: dict[float, np.ndarray] = {}  # with the tie-break towards earlier starts
         keys = np.round(d_slots, 6)
         slots_t = np.arange(n_t)
         for d in np.unique(keys):
             members = np.nonzero(keys == d)[0]
             sums = window_sums(cum, ext, n_t, float(d))  # (R, T)
             sums_by_d[float(d)] = sums
+            costs_by_d[float(d)] = cost = sums + tiebreak[None, :]
             ok_m = allowed[members][:, :, None] & (
                 slots_t[None, None, :] <= ls[members][:, None, None]
             )
-            c = np.where(ok_m, (sums + tiebreak[None, :])[None, :, :], np.inf)
+            c = np.where(ok_m, cost[None, :, :], np.inf)
             flat_c = c.reshape(len(members), -1)
             flat = flat_c.argmin(axis=1)
-            if limited:
-                # a few next-best options per job, tried first when capacity is short
-                kk = min(_CANDIDATES, flat_c.shape[1] - 1)
-                part = np.argpartition(flat_c, kk, axis=1)[:, :kk]
-                part_c = np.take_along_axis(flat_c, part, axis=1)
-                srt = np.take_along_axis(part, np.argsort(part_c, axis=1), axis=1)
-                ok = np.isfinite(np.take_along_axis(flat_c, srt, axis=1))
-                for row_i, m_i in enumerate(members):
-                    cand[int(m_i)] = srt[row_i][ok[row_i]]
             r, s = np.divmod(flat, n_t)
             best_r[members], best_s[members] = r, s
             best_c[members] = sums[r, s]
@@ -966,7 +957,6 @@ class CarbonPlanner:
             now_r[members] = now_all.argmin(axis=1)
             now_c[members] = now_all.min(axis=1)
         free = np.repeat(grid.capacity[:, None], used.shape[1], axis=1) - used
-        offsets = np.arange(used.shape[1])
         best_r_l, best_s_l, best_c_l = best_r.tolist(), best_s.tolist(), best_c.tolist()
         now_r_l, now_c_l, ls_l = now_r.tolist(), now_c.tolist(), ls.tolist()
         hyst = 1 + cfg.hysteresis_fraction
@@ -982,6 +972,7 @@ class CarbonPlanner:
         ).tolist()
         postpone = 1 + cfg.noisy_postpone_fraction
         sums_of = [sums_by_d[k] for k in keys.tolist()]
+        costs_of = [costs_by_d[k] for k in keys.tolist()]
         durs = [math.ceil(d - _EPS) or 1 for d in d_slots.tolist()]
         fresh_l = has_fresh.tolist()
         plans: list[_Plan] = []
@@ -1040,16 +1031,7 @@ class CarbonPlanner:
             if limited and g:
                 if free[r, s : s + dur].min() < g:
                     displaced = True
-                    fitted = False
-                    opts = cand.get(i)
-                    if opts is not None and opts.size:
-                        cr, cs = np.divmod(opts, n_t)
-                        fits = free[cr[:, None], cs[:, None] + offsets[:dur]].min(axis=1) >= g
-                        k = int(fits.argmax())
-                        if fits[k]:
-                            r, s, fitted = int(cr[k]), int(cs[k]), True
-                    if not fitted:
-                        r, s = self._fit(sums, allowed[i], ls_l[i], free, g, dur, n_t)
+                    r, s = self._fit(costs_of[i], allowed[i], ls_l[i], free, g, dur, n_t)
                 if s >= 0:
                     free[r, s : s + dur] -= g
             cost = float(sums[r, s]) * e if s >= 0 else float("nan")
@@ -1190,7 +1172,7 @@ class CarbonPlanner:
 
     @staticmethod
     def _fit(
-        sums: np.ndarray,
+        cost: np.ndarray,
         allowed: np.ndarray,
         ls: int,
         free: np.ndarray,
@@ -1198,15 +1180,16 @@ class CarbonPlanner:
         dur: int,
         n_t: int,
     ) -> tuple[int, int]:
-        """Best start that fits the capacity left; past the latest start only if it must."""
+        """The cheapest start by `cost` (R, T) that fits the capacity left; past the latest
+        start only if it must."""
         rows = allowed.nonzero()[0]
         n_s = min(n_t, free.shape[1] - dur)
-        blocked = free[rows, : n_s + dur] < g
-        cnt = np.zeros((rows.size, n_s + dur + 1))
-        blocked.cumsum(axis=1, out=cnt[:, 1:])
-        feasible = (cnt[:, dur : dur + n_s] - cnt[:, :n_s]) == 0
+        # blocked slots counted cumulatively: a window is free where the count does not grow
+        cnt = np.zeros((rows.size, n_s + dur + 1), dtype=np.int32)
+        np.cumsum(free[rows, : n_s + dur] < g, axis=1, dtype=np.int32, out=cnt[:, 1:])
+        feasible = cnt[:, dur : dur + n_s] == cnt[:, :n_s]
         lim = min(ls + 1, n_s)
-        c = np.where(feasible[:, :lim], sums[rows, :lim], np.inf)
+        c = np.where(feasible[:, :lim], cost[rows, :lim], np.inf)
         flat = int(c.argmin())
         if np.isfinite(c.flat[flat]):
             r, st = divmod(flat, lim)
