@@ -30,14 +30,15 @@ class AgentProcess:
     def start(self, **env: str) -> None:
         """Start the agent (with `env` added for this start) and wait for /healthz."""
         self.starts += 1
-        log = open(self.tmp / f"agent-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gridshift.scheduler.cli", "agent"],
-            env={**self.env, **env},
-            cwd=self.tmp,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        # the child keeps its own copy of the log's descriptor; this process closes its own
+        with open(self.tmp / f"agent-{self.starts}.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gridshift.scheduler.cli", "agent"],
+                env={**self.env, **env},
+                cwd=self.tmp,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + self.up_timeout_s
         while time.monotonic() < deadline:
             try:
