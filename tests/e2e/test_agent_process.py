@@ -247,8 +247,15 @@ def test_sigkill_with_held_running_and_suspended_jobs(agent, tmp_path):
     def state(job_id: str) -> str:
         return agent.jobs()[job_id]["state"]
 
+    def paused_for_the_night() -> bool:
+        # a pause of an hour lasts a wall second here: wait for one that leaves time to act
+        j = agent.jobs()[pausable]
+        return j["state"] == "suspended" and ts(j["planned_start"]) - ts(
+            j["updated_at"]
+        ) >= timedelta(hours=6)
+
     wait_for(lambda: state(pausable) == "running", timeout_s=30, what="the pausable job to run")
-    wait_for(lambda: state(pausable) == "suspended", timeout_s=30, what="a suspension")
+    wait_for(paused_for_the_night, timeout_s=40, what="a suspension over the night")
     held = submit("--name", "later", "--duration", "1h", "--deadline", "20h", body="true")
     before = agent.jobs()
     assert before[held]["state"] == "held", before[held]["reason"]
