@@ -82,7 +82,11 @@ class _Model:
     def row(self, coefs: dict[int, float], lo: float, hi: float) -> None:
         self.rows.append((coefs, lo, hi))
 
-    def solve(self, time_limit_s: float) -> tuple[np.ndarray | None, str, bool, float]:
+    def solve(
+        self, time_limit_s: float, node_limit: int | None
+    ) -> tuple[np.ndarray | None, str, int, float]:
+        """The solution (None if none was found), the solver's message, scipy's status (0
+        optimal, 1 stopped at a limit, 2 infeasible) and the bound on the optimum."""
         n = len(self.cost)
         r, c, v, lo, hi = [], [], [], [], []
         for i, (coefs, a, b) in enumerate(self.rows):
@@ -101,14 +105,18 @@ class _Model:
             constraints=cons,
             integrality=np.array(self.integ),
             bounds=Bounds(np.zeros(n), np.array(self.ub)),
-            options={"time_limit": time_limit_s, "mip_rel_gap": 1e-6, "disp": False},
+            options={
+                "time_limit": time_limit_s,
+                "mip_rel_gap": 1e-6,
+                "disp": False,
+                **({} if node_limit is None else {"node_limit": node_limit}),
+            },
         )
-        exact = res.status == 0
         dual = getattr(res, "mip_dual_bound", None)
-        bound = float(res.fun) if exact else float(np.nan if dual is None else dual)
+        bound = float(res.fun) if res.status == 0 else float(np.nan if dual is None else dual)
         if res.status == 2:  # infeasible: no bound, no schedule
             bound = np.nan
-        return (res.x if res.x is not None else None), str(res.message), exact, bound
+        return (res.x if res.x is not None else None), str(res.message), res.status, bound
 
 
 def _window_cost(row: np.ndarray, s: int, d: float) -> float:
@@ -203,10 +211,13 @@ def solve(
     intensity: np.ndarray,
     capacity: np.ndarray | None = None,
     time_limit_s: float = 120.0,
+    node_limit: int | None = None,
 ) -> OracleResult:
     """The least-emission feasible schedule. `intensity` is (regions, slots) in g/kWh;
     `capacity` GPUs per region (regions,) or per region and slot (regions, slots), inf for
-    unlimited."""
+    unlimited. The solver stops at `time_limit_s`, or after `node_limit` branch-and-bound
+    nodes (a stop that does not depend on the machine's speed); stopped early, the result
+    is not exact and carries the solver's bound."""
     inten = np.atleast_2d(np.asarray(intensity, dtype=float))
     n_r, n_t = inten.shape
     cap = np.full(n_r, np.inf) if capacity is None else np.asarray(capacity, dtype=float)
@@ -254,11 +265,17 @@ def solve(
             for (r, t), coefs in occupancy.items():
                 if math.isfinite(cap[r, t]):
                     m.row(coefs, -np.inf, float(cap[r, t]))
-        x, msg, ok, bound = m.solve(time_limit_s)
+        x, msg, code, bound = m.solve(time_limit_s, node_limit)
         bound_g += bound
         if x is None and not math.isfinite(bound):
-            raise ValidationError(f"the oracle found no feasible schedule: {msg}")
-        if not ok:
+            if code == 2:
+                raise ValidationError(f"the oracle found no feasible schedule: {msg}")
+            raise ValidationError(
+                f"the oracle stopped before it found a schedule or a bound ({msg}); "
+                f"allow it more time than {time_limit_s:g} s"
+                + ("" if node_limit is None else f" or more nodes than {node_limit}")
+            )
+        if code != 0:
             exact = False
             status = msg
         if x is None:  # stopped before any schedule was found: only the bound is known
