@@ -19,7 +19,7 @@ from gridshift.scheduler.sim.jobs import (
     scenario_jobs,
     spread_home_regions,
 )
-from gridshift.scheduler.sim.suite import run_suite
+from gridshift.scheduler.sim.suite import make_policy, run_suite
 from gridshift.scheduler.sim.traces import (
     DAY_S,
     NoisyForecast,
@@ -201,3 +201,13 @@ def test_progress_in_a_log_is_a_line_a_quarter(capsys):
         "  gridshift / perfect:  75.0%",
         "  gridshift / perfect: done",
     ]
+
+
+def test_the_simulators_planner_waits_for_its_exact_plan_far_longer_than_a_live_tick():
+    # The live agent falls back to the one-by-one plan when the joint exact plan is not
+    # proven optimal within its tick's time; a simulation gives it far more, so that its
+    # figures do not depend on the speed or load of the machine that runs it.
+    planner = make_policy("gridshift", 3600.0, 0.0)
+    assert isinstance(planner, CarbonPlanner)
+    live = CarbonPlannerConfig().exact_time_limit_s
+    assert planner.config.exact_time_limit_s >= 20 * live
