@@ -86,7 +86,8 @@ class _Model:
         self, time_limit_s: float, node_limit: int | None
     ) -> tuple[np.ndarray | None, str, int, float]:
         """The solution (None if none was found), the solver's message, scipy's status (0
-        optimal, 1 stopped at a limit, 2 infeasible) and the bound on the optimum."""
+        optimal, 2 infeasible; any other: stopped early, at a time or node limit) and the
+        bound on the optimum."""
         n = len(self.cost)
         r, c, v, lo, hi = [], [], [], [], []
         for i, (coefs, a, b) in enumerate(self.rows):

@@ -39,7 +39,7 @@ POLICIES = (
 
 # The live agent gives the joint exact plan under capacity 2 s a tick, and falls back to
 # the one-by-one plan when it is not proven optimal by then; the exact plans of the
-# benchmark's weeks take up to 1.7 s here. A simulation allows far more, so that its
+# benchmark's weeks take up to 1.7 s on a 2-core machine. A simulation allows far more, so that its
 # figures do not depend on the machine's speed or load.
 SIM_EXACT_TIME_LIMIT_S = 60.0
 
