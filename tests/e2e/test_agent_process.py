@@ -250,9 +250,9 @@ def test_sigkill_with_held_running_and_suspended_jobs(agent, tmp_path):
     def paused_for_the_night() -> bool:
         # a pause of an hour lasts a wall second here: wait for one that leaves time to act
         j = agent.jobs()[pausable]
-        return j["state"] == "suspended" and ts(j["planned_start"]) - ts(
-            j["updated_at"]
-        ) >= timedelta(hours=6)
+        if j["state"] != "suspended":
+            return False
+        return ts(j["planned_start"]) - ts(j["updated_at"]) >= timedelta(hours=6)
 
     wait_for(lambda: state(pausable) == "running", timeout_s=30, what="the pausable job to run")
     wait_for(paused_for_the_night, timeout_s=40, what="a suspension over the night")
