@@ -50,7 +50,9 @@ How a job is planned:
   measured values (a running interruptible job pauses there only for that much, too).
   An interruptible job's wait for its first start is charged
   `interruptible_wait_cost_fraction` of a slot per slot, so the earlier of nearly equal
-  plans wins. A running
+  plans wins, and it starts no later than the first of its k cleanest slots (k: its work in
+  slots), the wait of a plan that simply takes those slots
+  (`interruptible_start_by_cleanest`). A running
   interruptible job is suspended only if the best plan that pauses beats the best plan that
   runs on. A started non-interruptible job is never touched.
 - **Forecast noise**: each forecast row is checked for the signature of independent errors,
@@ -147,6 +149,11 @@ class CarbonPlannerConfig(BaseModel):
         ge=0,
         description="share of a slot's emissions an interruptible job's plan is charged per "
         "slot it waits to start: the earlier of nearly equal plans wins",
+    )
+    interruptible_start_by_cleanest: bool = Field(
+        default=True,
+        description="an interruptible job not started starts no later than the first of "
+        "its k cleanest slots before its deadline (k: its work in slots)",
     )
     exact_max_jobs: int = Field(
         default=60,
@@ -426,7 +433,11 @@ class _IntJob:
 
 
 def solve_interruptible(
-    cost: np.ndarray, jobs: list[_IntJob], n_t: int, wait_cost_fraction: float = 0.0
+    cost: np.ndarray,
+    jobs: list[_IntJob],
+    n_t: int,
+    wait_cost_fraction: float = 0.0,
+    start_by_cleanest: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Exact plans for a batch of interruptible jobs.
 
@@ -453,6 +464,17 @@ def solve_interruptible(
     mean_cost = np.where(usable, cost, 0.0).sum(axis=1) / np.maximum(usable.sum(axis=1), 1)
     wait_pen = np.zeros((b, kmax + 1))
     wait_pen[:, 1:] = wait_cost_fraction * mean_cost[:, None]
+    # A job not started starts no later than the first of its k cleanest usable slots (k:
+    # its work): the wait of a plan that would simply take those slots.
+    start_by = np.full(b, n_t)
+    k_job = np.array([j.k for j in jobs])
+    if start_by_cleanest:
+        order = np.argsort(np.where(usable, cost, np.inf), axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(cost.shape[1])[None, :], axis=1)
+        cleanest = usable & (rank < k_job[:, None])
+        bound = (np.array([j.state for j in jobs]) == 0) & (usable.sum(axis=1) >= k_job)
+        start_by = np.where(bound, cleanest.argmax(axis=1), n_t)
     refund = np.zeros((b, n_t + kmax + 1))
     refund[:, :n_t] = np.where(cost < BIG / 2, spare[:, None] * cost, 0.0)
     refund_k = np.where(k_end[None, :, None] <= m[:, :, None], refund[:, None, :], 0.0)
@@ -490,6 +512,7 @@ def solve_interruptible(
         v_fr += wait_pen
         sf = base < v_fr
         v_fr = np.where(sf, base, v_fr)
+        v_fr[t > start_by, 1:] = BIG
         np.add(c_t, v_on[t + 1, :, :-1], out=cont[:, 1:])
         if kmax >= 1:
             cont[:, 1] -= refund[:, t]
@@ -535,6 +558,14 @@ def solve_interruptible(
     # the value reported is the plan's emissions: the waiting charge only chose among plans
     fresh = (np.array([j.state for j in jobs]) == 0) & (first > 0) & (value < BIG / 2)
     value = np.where(fresh, value - wait_pen[:, 1] * first, value)
+    # where no plan starts by then (GPUs taken in the slots after it), the bound is dropped
+    stuck = np.nonzero((start_by < n_t) & (value >= BIG / 2))[0]
+    if stuck.size:
+        again = solve_interruptible(
+            cost[stuck], [jobs[i] for i in stuck], n_t, wait_cost_fraction, False
+        )
+        for out, new in zip((value, run, first, cont_now), again, strict=True):
+            out[stuck] = new
     return value, run, first, cont_now
 
 
@@ -1437,7 +1468,9 @@ class CarbonPlanner:
         def solve(batch: list[_IntJob]) -> tuple[np.ndarray, ...]:
             """A later batch, on the horizon its own deadlines need, widened back."""
             width = max(s.deadline_slot for s in batch)
-            v, r, f, c = solve_interruptible(costs(batch, width), batch, width, wait_frac)
+            v, r, f, c = solve_interruptible(
+                costs(batch, width), batch, width, wait_frac, cfg.interruptible_start_by_cleanest
+            )
             wide = np.zeros((len(batch), horizon), dtype=bool)
             wide[:, :width] = r
             return v, wide, f, c

@@ -657,6 +657,75 @@ def test_an_interruptible_job_takes_the_earlier_of_nearly_equal_plans_only():
     assert d.action == Action.HOLD and d.planned_start == T0 + timedelta(hours=4)
 
 
+def test_an_interruptible_job_starts_by_the_first_of_its_cleanest_slots():
+    # Its two cleanest hours are 1 and 4. Running 4-5 straight through would save the
+    # checkpoint a pause costs, but then the job waits three hours longer than a plan that
+    # simply takes its two cleanest hours.
+    values = [300, 100, 300, 300, 101, 101, 300]
+    j = job("a", 2, 7, interruptible=True, checkpoint_cost_s=600, min_run_s=HOUR)
+    [d] = plan([j], {"a": signal("a", values)})
+    assert d.action == Action.HOLD and d.planned_start == T0 + timedelta(hours=1)
+    assert "2 slots in 2 run(s)" in d.reason
+    unbound = CFG.model_copy(update={"interruptible_start_by_cleanest": False})
+    [d] = CarbonPlanner(unbound).plan(snapshot([j], {"a": signal("a", values)}))
+    assert d.planned_start == T0 + timedelta(hours=4)
+
+
+def test_the_start_bound_is_dropped_where_no_plan_can_start_by_it():
+    # Slots 0 and 2 are taken (BIG): the cleanest two usable slots are 1 and 4, but a run
+    # of at least two slots cannot start at 0 or 1, so the job starts at 3 or later.
+    big = planner_module.BIG
+    cost = np.array([[big, 100.0, big, 300.0, 101.0, 101.0]])
+    spec = planner_module._IntJob(
+        pos=0,
+        job=job("a", 2, 6, interruptible=True),
+        state=0,
+        k=2,
+        m=2,
+        deadline_slot=6,
+        overhead_frac=0.0,
+        work_slots=2.0,
+        energy_kwh=1.0,
+        region_i=0,
+    )
+    value, run, first, _ = planner_module.solve_interruptible(cost, [spec], 6, 0.0, True)
+    assert value[0] == pytest.approx(202.0) and first[0] == 4
+    assert run[0].tolist() == [False, False, False, False, True, True]
+    # where a plan does start by it, the bound holds
+    cost[0, 2] = 300.0
+    value, _, first, _ = planner_module.solve_interruptible(cost, [spec], 6, 0.0, True)
+    assert first[0] == 1 and value[0] == pytest.approx(400.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.floats(10, 500), min_size=3, max_size=12),
+    work_h=st.integers(1, 4),
+    slack_h=st.integers(0, 8),
+    checkpoint_s=st.sampled_from([0, 300, 1800]),
+    min_run_h=st.integers(1, 3),
+)
+def test_an_interruptible_job_never_waits_past_its_cleanest_slots(
+    values, work_h, slack_h, checkpoint_s, min_run_h
+):
+    deadline_h = min(work_h + slack_h, len(values))
+    if deadline_h < work_h:
+        return
+    j = job(
+        "a",
+        work_h,
+        deadline_h,
+        interruptible=True,
+        checkpoint_cost_s=checkpoint_s,
+        min_run_s=min_run_h * HOUR,
+    )
+    [d] = plan([j], {"a": signal("a", values)})
+    row = np.array(values[:deadline_h])
+    bound = int(np.sort(np.argsort(row, kind="stable")[:work_h])[0])
+    start = 0 if d.action == Action.START else round((d.planned_start - T0) / timedelta(hours=1))
+    assert start <= bound, (d.action, d.reason)
+
+
 def test_a_due_plan_starts_on_a_clean_forecast_and_is_made_afresh_on_a_noisy_one():
     # The job waited for now, which is measured at 400; a broad dip to 150 follows at 5-8 h.
     vals = np.full(24, 300.0)
