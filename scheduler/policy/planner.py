@@ -145,7 +145,7 @@ class CarbonPlannerConfig(BaseModel):
         default=1e-5, ge=0, description="per-slot penalty that prefers earlier equal starts"
     )
     interruptible_wait_cost_fraction: float = Field(
-        default=0.01,
+        default=0.0075,
         ge=0,
         description="share of a slot's emissions an interruptible job's plan is charged per "
         "slot it waits to start: the earlier of nearly equal plans wins",
