@@ -50,4 +50,9 @@ def test_scoreboard_counts_wins_ties_and_losses_per_baseline():
     assert "vs wait-awhile" in text[2]
     assert "saves more in  1, ties  1, saves less in  0 of  2" in text[2]
     assert text[2].endswith("mean difference +0.24 points")  # (-0.02 + 0.5) / 2
-    assert text[3].startswith("relocation, realistic: 1 runs;")
+    # each baseline held to the same checks against the other baselines: threshold is not
+    # beaten in gb (3.0 vs 0.5) and fr (alone there), wait-awhile in de (5.02 vs 4.0)
+    assert text[3].startswith("    each baseline alone:")
+    assert text[4].split() == ["threshold", "2", "/", "3", "of", "3"]
+    assert text[5].split() == ["wait-awhile", "1", "/", "2", "of", "2"]
+    assert text[6].startswith("relocation, realistic: 1 runs;")
