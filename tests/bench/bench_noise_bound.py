@@ -28,11 +28,12 @@ from __future__ import annotations
 import argparse
 import math
 from datetime import UTC, datetime
+from functools import cache
 
 import numpy as np
 
-from gridshift.scheduler.sim.jobs import ml_jobs, nightly_jobs
-from gridshift.scheduler.sim.traces import DAY_S, NoisyForecast, region_trace
+from gridshift.scheduler.sim.jobs import scenario_jobs
+from gridshift.scheduler.sim.traces import DAY_S, NoisyForecast, RegionTrace, region_trace
 
 from .bench_policies import CARBON, HISTORY_DAYS, REGIONS, SLOT_S
 
@@ -54,6 +55,12 @@ def kernel(ti: np.ndarray, tj: np.ndarray, prior: tuple[float, ...], var: float)
     return out
 
 
+@cache
+def _trace(region: str) -> RegionTrace:
+    """A region's whole trace, read once (each member of the family takes a window of it)."""
+    return region_trace(CARBON / REGIONS[region], SLOT_S, region)
+
+
 def capture(
     region: str,
     prior: tuple[float, ...],
@@ -66,7 +73,7 @@ def capture(
 ) -> float:
     """Share of the oracle's saving kept by one member of the family (`prior`, `once`) on
     one region's jobs, with forecast errors of sd `error` x the trace's mean."""
-    full = region_trace(CARBON / REGIONS[region], SLOT_S, region)
+    full = _trace(region)
     start_s = full.origin_s + HISTORY_DAYS * DAY_S
     tail = 2 if scenario == "nightly" else 8  # ML deadlines run up to a week past submission
     trace = full.window(start_s - HISTORY_DAYS * DAY_S, HISTORY_DAYS + days + tail)
@@ -74,12 +81,8 @@ def capture(
     eps = NoisyForecast(trace, error, seed).eps
     sd = error * float(actual.mean())
     var = float(actual.var())
-    jobs = (
-        nightly_jobs(datetime.fromtimestamp(start_s, UTC), days, [region])
-        if scenario == "nightly"
-        else ml_jobs(
-            datetime.fromtimestamp(start_s, UTC), days, [region], interruptible=False, seed=seed
-        )
+    jobs = scenario_jobs(
+        scenario, datetime.fromtimestamp(start_s, UTC), days, [region], SLOT_S, seed
     )
     run_now = oracle = chosen = 0.0
     for job in jobs:
